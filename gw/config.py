@@ -1,0 +1,225 @@
+"""Settings: one TOML file plus `MSRPGW_<SECTION>__<KEY>` environment overrides.
+
+Gateway keys keep the OpenSIPS `msrp_gateway` names and defaults. A bad value is
+refused at start with one line naming the key (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Config", "ConfigError", "load_config"]
+
+
+class ConfigError(ValueError):
+    """One clear line naming the offending key."""
+
+
+def _default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class NodeSection:
+    id: str = field(default_factory=_default_node_id)
+    state_dir: str = ".msrp-gw"
+
+
+@dataclass
+class SipSection:
+    listen: list[str] = field(default_factory=lambda: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"])
+    advertised_host: str = ""
+    outbound_proxy: str = ""
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    max_message_size: int = 65536
+    max_headers: int = 128
+    max_header_length: int = 8192
+    user_agent: str = "msrp-gw"
+
+
+@dataclass
+class MsrpSection:
+    listen: str = "msrp://127.0.0.1:2855;tcp"
+    chunk_size: int = 2048
+    max_chunk_size: int = 1048576
+    max_message_size: int = 10485760
+    transaction_timeout: float = 30.0
+
+
+@dataclass
+class GatewaySection:
+    hash_size: int = 10
+    cleanup_interval: int = 60
+    session_timeout: int = 43200
+    message_timeout: int = 7200
+    content_types: str = "text/plain"
+    reply_mode: str = "confirm"
+
+
+@dataclass
+class StoreSection:
+    url: str = ""
+
+
+@dataclass
+class MgmtSection:
+    listen: str = "127.0.0.1:8080"
+    token: str = ""
+
+
+@dataclass
+class TlsSection:
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
+    verify_peer: bool = True
+
+
+@dataclass
+class LogSection:
+    level: str = "info"
+    format: str = "auto"  # auto, json, text
+
+
+@dataclass
+class Config:
+    node: NodeSection = field(default_factory=NodeSection)
+    sip: SipSection = field(default_factory=SipSection)
+    msrp: MsrpSection = field(default_factory=MsrpSection)
+    gateway: GatewaySection = field(default_factory=GatewaySection)
+    store: StoreSection = field(default_factory=StoreSection)
+    mgmt: MgmtSection = field(default_factory=MgmtSection)
+    tls: TlsSection = field(default_factory=TlsSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    def validate(self) -> None:
+        g = self.gateway
+        for name in ("hash_size", "cleanup_interval", "session_timeout", "message_timeout"):
+            if getattr(g, name) <= 0:
+                raise ConfigError(f"gateway.{name} must be > 0")
+        if g.hash_size > 30:
+            raise ConfigError("gateway.hash_size must be <= 30 (it is log2 of the table size)")
+        if g.session_timeout < g.message_timeout:
+            raise ConfigError(
+                "gateway.session_timeout must be >= gateway.message_timeout "
+                f"({g.session_timeout} < {g.message_timeout})"
+            )
+        if g.reply_mode not in ("confirm", "accept"):
+            raise ConfigError("gateway.reply_mode must be 'confirm' or 'accept'")
+        if not self.sip.listen:
+            raise ConfigError("sip.listen must name at least one transport:host:port")
+        from gw.sip.transport import parse_listen
+
+        for item in self.sip.listen:
+            try:
+                spec = parse_listen(item)
+            except ValueError as exc:
+                raise ConfigError(f"sip.listen: {exc}") from None
+            if spec.transport == "TLS" and not (self.tls.cert_file and self.tls.key_file):
+                raise ConfigError("sip.listen has tls: but tls.cert_file/tls.key_file are empty")
+        if not 0 < self.sip.t1 <= self.sip.t2:
+            raise ConfigError("sip.t1 must be > 0 and <= sip.t2")
+        if self.msrp.chunk_size <= 0 or self.msrp.chunk_size > self.msrp.max_chunk_size:
+            raise ConfigError("msrp.chunk_size must be > 0 and <= msrp.max_chunk_size")
+        host, _, port = self.mgmt.listen.rpartition(":")
+        if not port.isdigit():
+            raise ConfigError(f"mgmt.listen must be host:port, got {self.mgmt.listen!r}")
+        if host.strip("[]") not in ("127.0.0.1", "::1", "localhost") and not self.mgmt.token:
+            raise ConfigError("mgmt.token is required when mgmt.listen is not a loopback address")
+        if self.log.level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError("log.level must be debug, info, warning or error")
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Convert TOML or environment values to the declared type, or say which key is wrong."""
+    origin = typing.get_origin(typ)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key} must be a list of strings")
+        return list(value)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        ):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be an integer, got {value!r}") from None
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if typ is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    if isinstance(typ, types.UnionType):  # pragma: no cover - no such fields yet
+        return value
+    raise ConfigError(f"{key}: unsupported type")
+
+
+def _apply(cfg: Config, section: str, key: str, value: Any, source: str) -> None:
+    sec_fields = {f.name: f for f in dataclasses.fields(Config)}
+    if section not in sec_fields:
+        raise ConfigError(f"{source}: unknown section [{section}]")
+    sec = getattr(cfg, section)
+    hints = typing.get_type_hints(type(sec))
+    if key not in hints:
+        raise ConfigError(f"{source}: unknown key {section}.{key}")
+    setattr(sec, key, _coerce(f"{section}.{key}", value, hints[key]))
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    cfg = Config()
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: [{section}] must be a table")
+            for key, value in values.items():
+                _apply(cfg, section, key, value, str(path))
+    env = os.environ if env is None else env
+    for name, value in env.items():
+        if not name.startswith("MSRPGW_") or "__" not in name:
+            continue
+        section, _, key = name[len("MSRPGW_") :].partition("__")
+        _apply(cfg, section.lower(), key.lower(), value, name)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,720 @@
+"""The asyncio SIP endpoint: transports + transaction layer + dialogs, one object.
+
+It runs the sans-I/O transaction core on the event loop (one timer task driven
+by the core's next deadline) and offers the transaction user an awaitable
+`request()` plus a callback for incoming requests. Dialog usage follows RFC 3261
+§12-§15: 481 for unknown dialogs, 2xx retransmission until ACK (§13.3.1.4),
+ACK for 2xx and its retransmissions (§13.2.2.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+import secrets
+import ssl
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from gw.sip.dialog import Dialog, DialogError, DialogId, new_tag
+from gw.sip.message import Limits, Request, Response, SipParseError, reason_phrase
+from gw.sip.transaction import (
+    AckReceived,
+    AckTimeout,
+    Address,
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    Send,
+    StrayResponse,
+    TimedOut,
+    Timers,
+    TransactionLayer,
+    TransportFailed,
+    TxKey,
+    build_response,
+    new_branch,
+)
+from gw.sip.transport import ListenSpec, SipTransportError, TransportLayer
+from gw.sip.uri import NameAddr, SipSyntaxError, SipUri, Via, parse_uri
+
+__all__ = ["EndpointConfig", "IncomingRequest", "SipEndpoint"]
+
+log = logging.getLogger("gw.sip")
+
+UDP_MTU_LIMIT = 1300  # §18.1.1: larger requests go over a congestion-controlled transport
+
+
+@dataclass
+class EndpointConfig:
+    advertised_host: str = ""
+    outbound_proxy: str = ""
+    timers: Timers = field(default_factory=Timers)
+    limits: Limits = field(default_factory=Limits)
+    user_agent: str = "msrp-gw"
+    tls_server: ssl.SSLContext | None = None
+    tls_client: ssl.SSLContext | None = None
+    contact_user: str = "gw"
+
+
+class IncomingRequest:
+    """A request handed to the transaction user; `respond` may be called more than once."""
+
+    def __init__(self, endpoint: SipEndpoint, key: TxKey | None, request: Request, source: Address):
+        self.endpoint = endpoint
+        self.key = key
+        self.request = request
+        self.source = source
+        self.to_tag: str | None = request.to.tag or None
+        self.final_sent = False
+        self.dialog: Dialog | None = None
+        self.cancelled = False
+
+    def respond(
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+        contact: bool | None = None,
+    ) -> Response:
+        if self.final_sent:
+            raise RuntimeError("final response already sent")
+        if status >= 200:
+            self.final_sent = True
+        if status > 100 and self.to_tag is None:
+            self.to_tag = new_tag()
+        response = build_response(
+            self.request,
+            status,
+            reason or reason_phrase(status),
+            to_tag=self.to_tag if status > 100 else None,
+        )
+        for name, value in headers:
+            response.add(name, value)
+        want_contact = (
+            contact
+            if contact is not None
+            else (self.request.method == "INVITE" and 100 < status < 300)
+        )
+        if want_contact:
+            response.add("Contact", f"<{self.endpoint.contact_uri(self.source.transport)}>")
+        response.add("Server", self.endpoint.config.user_agent)
+        if content_type is not None:
+            response.add("Content-Type", content_type)
+        response.body = body
+        self.endpoint._respond(self, response)
+        return response
+
+
+RequestHandler = Callable[[IncomingRequest], Awaitable[None] | None]
+
+
+@dataclass
+class _Pending2xx:
+    """A 2xx to an INVITE we retransmit until its ACK arrives (§13.3.1.4)."""
+
+    response: Response
+    dest: Address
+    task: asyncio.Task[None] | None = None
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class EndpointStats:
+    requests_in: dict[str, int] = field(default_factory=dict)
+    responses_out: dict[int, int] = field(default_factory=dict)
+    responses_in: dict[int, int] = field(default_factory=dict)
+    timeouts: int = 0
+    transport_errors: int = 0
+    parse_errors: int = 0
+
+
+class SipEndpoint:
+    def __init__(self, config: EndpointConfig, handler: RequestHandler | None = None) -> None:
+        self.config = config
+        self.handler = handler
+        self.layer = TransactionLayer(config.timers)
+        self.transports = TransportLayer(
+            self._on_message,
+            self._on_parse_error,
+            limits=config.limits,
+            tls_server=config.tls_server,
+            tls_client=config.tls_client,
+        )
+        self.stats = EndpointStats()
+        self.dialogs: dict[DialogId, Dialog] = {}
+        self._waiters: dict[TxKey, asyncio.Future[Response]] = {}
+        self._provisional: dict[TxKey, Callable[[Response], None]] = {}
+        self._incoming: dict[TxKey, IncomingRequest] = {}
+        self._pending_2xx: dict[tuple[str, int], _Pending2xx] = {}
+        self._acks: dict[tuple[str, str, int], Request] = {}  # (call-id, to-tag, cseq) -> ACK
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._call_ids = itertools.count(1)
+        self._call_prefix = secrets.token_hex(6)
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self, listens: Iterable[ListenSpec]) -> list[Address]:
+        self._loop = asyncio.get_running_loop()
+        bound = [await self.transports.listen(spec) for spec in listens]
+        return bound
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        for pending in self._pending_2xx.values():
+            if pending.task is not None:
+                pending.task.cancel()
+        await self.transports.close()
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.cancel()
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    # -- addressing ----------------------------------------------------------------
+    def local(self, transport: str) -> Address:
+        addr = self.transports.local.get(transport)
+        if addr is None:
+            addr = next(iter(self.transports.local.values()))
+        return addr
+
+    def host_for(self, transport: str) -> str:
+        host = self.config.advertised_host or self.local(transport).host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"[{host}]" if ":" in host else host
+
+    def contact_uri(self, transport: str = "UDP") -> SipUri:
+        addr = self.local(transport)
+        params: dict[str, str | None] = {}
+        if addr.transport != "UDP":
+            params["transport"] = addr.transport.lower()
+        scheme = "sips" if addr.transport == "TLS" else "sip"
+        host = self.host_for(addr.transport).strip("[]")
+        return SipUri(scheme, self.config.contact_user, None, host, addr.port, params)
+
+    async def resolve(self, uri: SipUri) -> Address:
+        """Next hop for a URI (RFC 3263 without DNS SRV/NAPTR: A/AAAA only)."""
+        transport = uri.transport
+        if uri.scheme == "sips":
+            transport = "tls"
+        transport = (transport or "udp").upper()
+        if transport not in ("UDP", "TCP", "TLS"):
+            raise SipTransportError(f"unsupported transport {transport}")
+        host = uri.params.get("maddr") or uri.host
+        port = uri.port or (5061 if transport == "TLS" else 5060)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            loop = asyncio.get_running_loop()
+            try:
+                infos = await loop.getaddrinfo(host, port)
+            except OSError as exc:
+                raise SipTransportError(f"cannot resolve {host}: {exc}") from exc
+            host = str(infos[0][4][0])
+        return Address(transport, host, port)
+
+    # -- building requests --------------------------------------------------------
+    def new_request(
+        self,
+        method: str,
+        uri: SipUri | str,
+        *,
+        from_: NameAddr | str,
+        to: NameAddr | str,
+        call_id: str | None = None,
+        cseq: int = 1,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> Request:
+        """An out-of-dialog request (§8.1.1) with a fresh From tag and Call-ID."""
+        if isinstance(uri, str):
+            uri = parse_uri(uri)
+        frm = _as_name_addr(from_)
+        if frm.tag is None:
+            frm = frm.with_tag(new_tag())
+        req = Request(method=method, uri=uri)
+        req.add("Max-Forwards", "70")
+        req.add("From", str(frm))
+        req.add("To", str(_as_name_addr(to)))
+        req.add("Call-ID", call_id or f"{self._call_prefix}-{next(self._call_ids)}")
+        req.add("CSeq", f"{cseq} {method}")
+        for name, value in headers:
+            req.add(name, value)
+        if content_type is not None:
+            req.add("Content-Type", content_type)
+        req.body = body
+        return req
+
+    async def _route(self, request: Request) -> Address:
+        """Apply the outbound proxy and Route set; return the next hop (§8.1.2)."""
+        if (self.config.outbound_proxy and request.method != "ACK") or (
+            self.config.outbound_proxy and not request.get("Route")
+        ):
+            proxy = parse_uri(self.config.outbound_proxy)
+            if request.get("Route") is None or str(proxy) not in (request.get("Route") or ""):
+                request.add("Route", f"<{proxy}>", first=_first_header_index(request, "Route"))
+        routes = request.routes
+        target = routes[0].uri if routes else request.uri
+        return await self.resolve(target)
+
+    def _add_via(self, request: Request, dest: Address, branch: str | None = None) -> None:
+        local = self.local(dest.transport)
+        via = Via(
+            dest.transport,
+            self.host_for(dest.transport).strip("[]"),
+            local.port,
+            {
+                "branch": branch or new_branch(),
+                "rport": None,
+            },
+        )
+        request.remove("Via")
+        request.add("Via", str(via), first=True)
+
+    # -- client side ---------------------------------------------------------------------
+    async def request(
+        self,
+        request: Request,
+        dest: Address | None = None,
+        *,
+        on_provisional: Callable[[Response], None] | None = None,
+    ) -> Response:
+        """Send a request in a client transaction; return its final response.
+
+        Timeouts come back as a synthesised 408 and transport failures as 503, as §8.1.3
+        asks, so callers handle one kind of outcome.
+        """
+        if request.get("User-Agent") is None:
+            request.add("User-Agent", self.config.user_agent)
+        try:
+            if dest is None:
+                dest = await self._route(request)
+        except (SipTransportError, SipSyntaxError) as exc:
+            return self._synthetic(request, 503, f"Cannot Route: {exc}")
+        forced = request.uri.transport is not None or dest.transport != "UDP"
+        if dest.transport == "UDP" and not forced and "TCP" in self.transports.local:
+            self._add_via(request, dest)
+            if len(request.to_bytes()) > UDP_MTU_LIMIT:
+                tcp = Address("TCP", dest.host, dest.port)
+                response = await self._request_on(request, tcp, on_provisional, fallback=dest)
+                return response
+        return await self._request_on(request, dest, on_provisional)
+
+    async def _request_on(
+        self,
+        request: Request,
+        dest: Address,
+        on_provisional: Callable[[Response], None] | None,
+        fallback: Address | None = None,
+    ) -> Response:
+        self._add_via(request, dest)
+        try:
+            key, events = self.layer.send_request(request, dest, self.now())
+        except ValueError as exc:
+            return self._synthetic(request, 400, str(exc))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Response] = loop.create_future()
+        self._waiters[key] = fut
+        if on_provisional is not None:
+            self._provisional[key] = on_provisional
+        self._dispatch(events)
+        self._arm()
+        try:
+            response = await fut
+        finally:
+            self._waiters.pop(key, None)
+            self._provisional.pop(key, None)
+        if (
+            response.status == 503
+            and fallback is not None
+            and response.get("X-Gw-Local") == "transport"
+        ):
+            # §18.1.1: a request moved to TCP for size that cannot connect is retried on UDP.
+            return await self._request_on(request, fallback, on_provisional)
+        return response
+
+    def _synthetic(self, request: Request, status: int, reason: str) -> Response:
+        response = build_response(request, status, reason)
+        if status == 503 or status == 408:
+            response.add("X-Gw-Local", "transport" if status == 503 else "timeout")
+        return response
+
+    async def invite(
+        self,
+        request: Request,
+        dest: Address | None = None,
+        *,
+        on_provisional: Callable[[Response], None] | None = None,
+    ) -> tuple[Response, Dialog | None]:
+        """Send an INVITE; on 2xx create the dialog and send the ACK (§13.2.2.4)."""
+        response = await self.request(request, dest, on_provisional=on_provisional)
+        if not 200 <= response.status < 300:
+            return response, None
+        try:
+            dialog = Dialog.from_uac(request, response)
+        except (DialogError, SipSyntaxError) as exc:
+            log.warning("2xx to INVITE unusable (%s): acking and hanging up", exc)
+            return self._synthetic(request, 502, "Bad 2xx Response"), None
+        self.dialogs[dialog.id] = dialog
+        await self._send_ack(dialog, response)
+        return response, dialog
+
+    async def _send_ack(self, dialog: Dialog, response: Response) -> None:
+        ack = dialog.create_request("ACK")
+        if self.config.outbound_proxy and not dialog.route_set:
+            pass
+        try:
+            dest = await self._route(ack)
+            self._add_via(ack, dest)
+            self._acks[(dialog.call_id, dialog.remote_tag, dialog.invite_seq)] = ack
+            await self.transports.send(ack, dest)
+        except (SipTransportError, SipSyntaxError) as exc:
+            log.warning("cannot send ACK: %s", exc)
+
+    async def bye(self, dialog: Dialog) -> Response:
+        """End a dialog. It is forgotten whatever the answer (§15.1.1)."""
+        self.dialogs.pop(dialog.id, None)
+        req = dialog.create_request("BYE")
+        return await self.request(req)
+
+    async def in_dialog(
+        self, dialog: Dialog, method: str, *, body: bytes = b"", content_type: str | None = None
+    ) -> Response:
+        req = dialog.create_request(method, body=body, content_type=content_type)
+        response = await self.request(req)
+        if method == "INVITE" and 200 <= response.status < 300:
+            dialog.refresh_from_response(response)
+            await self._send_ack_for(dialog, req, response)
+        return response
+
+    async def _send_ack_for(self, dialog: Dialog, invite: Request, response: Response) -> None:
+        dialog.invite_seq = invite.cseq[0]
+        await self._send_ack(dialog, response)
+
+    async def cancel(self, invite: Request) -> Response:
+        """CANCEL a pending INVITE we sent (§9.1): same Via branch, Request-URI, Route."""
+        cancel = Request(method="CANCEL", uri=invite.uri)
+        via_values = invite.get_all("Via")
+        cancel.add("Via", via_values[0])
+        for name in ("Route",):
+            for value in invite.get_all(name):
+                cancel.add(name, value)
+        cancel.add("Max-Forwards", "70")
+        for name in ("From", "To", "Call-ID"):
+            cancel.add(name, invite.get(name) or "")
+        cancel.add("CSeq", f"{invite.cseq[0]} CANCEL")
+        routes = cancel.routes
+        dest = await self.resolve(routes[0].uri if routes else invite.uri)
+        dest = Address(invite.top_via.transport, dest.host, dest.port)
+        key, events = self.layer.send_request(cancel, dest, self.now())
+        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._waiters[key] = fut
+        self._dispatch(events)
+        self._arm()
+        try:
+            return await fut
+        finally:
+            self._waiters.pop(key, None)
+
+    # -- server side -----------------------------------------------------------------------
+    def _respond(self, incoming: IncomingRequest, response: Response) -> None:
+        self.stats.responses_out[response.status] = (
+            self.stats.responses_out.get(response.status, 0) + 1
+        )
+        req = incoming.request
+        if req.method == "INVITE" and 200 <= response.status < 300:
+            try:
+                dialog = incoming.dialog or Dialog.from_uas(req, incoming.to_tag or new_tag())
+            except (DialogError, SipSyntaxError) as exc:
+                log.warning("cannot create dialog: %s", exc)
+                dialog = None
+            if dialog is not None and incoming.request.to.tag is None:
+                incoming.dialog = dialog
+                self.dialogs[dialog.id] = dialog
+            self._start_2xx_retransmit(incoming, response)
+        if incoming.key is None:  # stateless answer
+            self._spawn(self._send_quietly(response, incoming.source))
+            return
+        events = self.layer.respond(incoming.key, response, self.now())
+        self._dispatch(events)
+        self._arm()
+
+    def _start_2xx_retransmit(self, incoming: IncomingRequest, response: Response) -> None:
+        key = (incoming.request.call_id, incoming.request.cseq[0])
+        pending = _Pending2xx(response, self._response_dest(incoming))
+        self._pending_2xx[key] = pending
+        pending.task = asyncio.create_task(self._retransmit_2xx(key, pending, incoming))
+
+    def _response_dest(self, incoming: IncomingRequest) -> Address:
+        from gw.sip.transaction import response_address
+
+        return response_address(incoming.request.top_via, incoming.source)
+
+    async def _retransmit_2xx(
+        self, key: tuple[str, int], pending: _Pending2xx, incoming: IncomingRequest
+    ) -> None:
+        timers = self.config.timers
+        interval = timers.t1
+        deadline = self.now() + 64 * timers.t1
+        try:
+            while self.now() < deadline:
+                wait = min(interval, max(0.0, deadline - self.now()))
+                try:
+                    await asyncio.wait_for(pending.acked.wait(), wait)
+                    return
+                except TimeoutError:
+                    pass
+                if pending.dest.transport == "UDP":
+                    await self._send_quietly(pending.response, pending.dest)
+                interval = min(interval * 2, timers.t2)
+            # No ACK: the dialog is confirmed then torn down (§13.3.1.4).
+            log.warning("no ACK for 2xx to INVITE %s; sending BYE", key[0])
+            dialog = incoming.dialog
+            if dialog is not None and dialog.id in self.dialogs:
+                await self.bye(dialog)
+        finally:
+            self._pending_2xx.pop(key, None)
+
+    async def _send_quietly(self, message: Request | Response, dest: Address) -> None:
+        try:
+            await self.transports.send(message, dest)
+        except SipTransportError as exc:
+            self.stats.transport_errors += 1
+            log.info("send to %s failed: %s", dest, exc)
+
+    # -- input -------------------------------------------------------------------------------
+    def _on_message(self, message: Request | Response, source: Address) -> None:
+        now = self.now()
+        if isinstance(message, Response):
+            self.stats.responses_in[message.status] = (
+                self.stats.responses_in.get(message.status, 0) + 1
+            )
+            self._dispatch(self.layer.receive_response(message, now))
+        else:
+            self.stats.requests_in[message.method] = (
+                self.stats.requests_in.get(message.method, 0) + 1
+            )
+            self._dispatch(self.layer.receive_request(message, source, now))
+        self._arm()
+
+    def _on_parse_error(self, exc: SipParseError, source: Address) -> None:
+        self.stats.parse_errors += 1
+        partial = exc.partial
+        if not isinstance(partial, Request) or partial.method == "ACK":
+            return  # responses and ACKs are dropped (§16.3-style silence)
+        try:
+            response = build_response(partial, exc.code, exc.reason)
+        except (SipSyntaxError, ValueError, KeyError):
+            return  # not enough of the head to address a response
+        self.stats.responses_out[exc.code] = self.stats.responses_out.get(exc.code, 0) + 1
+        try:
+            dest = self._stateless_dest(partial, source)
+        except SipSyntaxError:
+            return
+        self._spawn(self._send_quietly(response, dest))
+
+    def _stateless_dest(self, request: Request, source: Address) -> Address:
+        from gw.sip.transaction import response_address
+
+        return response_address(request.top_via, source)
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Send):
+                self._spawn(self._send_event(event))
+            elif isinstance(event, ResponseReceived):
+                self._on_response(event.key, event.response)
+            elif isinstance(event, RequestReceived):
+                self._on_request(event)
+            elif isinstance(event, StrayResponse):
+                self._on_stray(event.response)
+            elif isinstance(event, AckReceived):
+                self._on_ack(event.request)
+            elif isinstance(event, TimedOut):
+                self.stats.timeouts += 1
+                self._resolve(event.key, self._synthetic(event.request, 408, "Request Timeout"))
+            elif isinstance(event, TransportFailed):
+                self.stats.transport_errors += 1
+                self._resolve(event.key, self._synthetic(event.request, 503, "Transport Error"))
+            elif isinstance(event, AckTimeout):
+                log.info("no ACK for final response of %s", event.key)
+
+    async def _send_event(self, event: Send) -> None:
+        try:
+            await self.transports.send(event.message, event.dest)
+        except SipTransportError as exc:
+            self.stats.transport_errors += 1
+            log.info("send to %s failed: %s", event.dest, exc)
+            if isinstance(event.message, Request):
+                self._dispatch(self.layer.transport_error(event.dest, self.now()))
+
+    def _on_response(self, key: TxKey, response: Response) -> None:
+        if response.status < 200:
+            cb = self._provisional.get(key)
+            if cb is not None:
+                try:
+                    cb(response)
+                except Exception:
+                    log.exception("provisional callback failed")
+            return
+        self._resolve(key, response)
+
+    def _resolve(self, key: TxKey, response: Response) -> None:
+        fut = self._waiters.get(key)
+        if fut is not None and not fut.done():
+            fut.set_result(response)
+
+    def _on_stray(self, response: Response) -> None:
+        """A retransmitted 2xx to our INVITE: resend the ACK (§13.2.2.4)."""
+        try:
+            seq, method = response.cseq
+            tag = response.to.tag
+        except SipSyntaxError:
+            return
+        if method != "INVITE" or not 200 <= response.status < 300 or tag is None:
+            return
+        ack = self._acks.get((response.call_id, tag, seq))
+        if ack is None:
+            return
+        self._spawn(self._resend_ack(ack))
+
+    async def _resend_ack(self, ack: Request) -> None:
+        try:
+            dest = await self._route_existing(ack)
+            await self.transports.send(ack, dest)
+        except (SipTransportError, SipSyntaxError) as exc:
+            log.info("ACK resend failed: %s", exc)
+
+    async def _route_existing(self, request: Request) -> Address:
+        routes = request.routes
+        target = routes[0].uri if routes else request.uri
+        dest = await self.resolve(target)
+        return Address(request.top_via.transport, dest.host, dest.port)
+
+    def _on_ack(self, ack: Request) -> None:
+        key = (ack.call_id, ack.cseq[0])
+        pending = self._pending_2xx.get(key)
+        if pending is not None:
+            pending.acked.set()
+        self._call_handler(IncomingRequest(self, None, ack, Address("UDP", "", 0)), ack_only=True)
+
+    def _on_request(self, event: RequestReceived) -> None:
+        request = event.request
+        incoming = IncomingRequest(self, event.key, request, event.source)
+        self._incoming[event.key] = incoming
+        if request.method == "CANCEL":
+            self._on_cancel(incoming, event)
+            return
+        to_tag = request.to.tag
+        if to_tag is not None:
+            dialog = self.dialogs.get(DialogId(request.call_id, to_tag, request.from_.tag or ""))
+            if dialog is None:
+                incoming.respond(481, "Call/Transaction Does Not Exist")
+                return
+            try:
+                dialog.receive_request(request)
+            except DialogError as exc:
+                incoming.respond(exc.code, exc.reason)
+                return
+            incoming.dialog = dialog
+            if request.method == "BYE":
+                self.dialogs.pop(dialog.id, None)
+        self._call_handler(incoming)
+
+    def _on_cancel(self, incoming: IncomingRequest, event: RequestReceived) -> None:
+        target = self._incoming.get(event.cancels) if event.cancels is not None else None
+        if target is None or target.final_sent:
+            incoming.respond(481, "Call/Transaction Does Not Exist")
+            return
+        incoming.respond(200, "OK")
+        target.cancelled = True
+        target.respond(487, "Request Terminated")
+        self._call_handler(incoming)
+
+    def _call_handler(self, incoming: IncomingRequest, *, ack_only: bool = False) -> None:
+        if self.handler is None:
+            if not ack_only and incoming.request.method != "ACK":
+                incoming.respond(501, "Not Implemented")
+            return
+        try:
+            result = self.handler(incoming)
+        except Exception:
+            log.exception("request handler failed")
+            if not incoming.final_sent and incoming.request.method != "ACK":
+                incoming.respond(500, "Server Internal Error")
+            return
+        if result is not None:
+            self._spawn(self._guard(incoming, result))
+
+    async def _guard(self, incoming: IncomingRequest, result: Awaitable[None]) -> None:
+        try:
+            await result
+        except Exception:
+            log.exception("request handler failed")
+            if not incoming.final_sent and incoming.request.method != "ACK":
+                incoming.respond(500, "Server Internal Error")
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- timers ----------------------------------------------------------------------------
+    def _arm(self) -> None:
+        """Keep one loop timer at the core's next deadline (no task per timer)."""
+        if self._closed or self._loop is None:
+            return
+        deadline = self.layer.next_deadline()
+        if deadline is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        if self._timer is not None:
+            if self._timer.when() <= deadline:
+                return
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._dispatch(self.layer.on_timer(self.now()))
+        self._forget_finished()
+        self._arm()
+
+    def _forget_finished(self) -> None:
+        if len(self._incoming) > 1024:
+            for key in [k for k, v in self._incoming.items() if v.final_sent]:
+                if not self.layer.has(key):
+                    del self._incoming[key]
+        if len(self._acks) > 4096:
+            for ack_key in list(self._acks)[: len(self._acks) // 2]:
+                del self._acks[ack_key]
+
+
+def _as_name_addr(value: NameAddr | str) -> NameAddr:
+    if isinstance(value, NameAddr):
+        return value
+    from gw.sip.uri import parse_name_addr
+
+    return parse_name_addr(value)
+
+
+def _first_header_index(request: Request, name: str) -> bool:
+    return True

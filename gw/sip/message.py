@@ -1,0 +1,635 @@
+"""SIP message model, parser and serializer (RFC 3261 §7, §20, §25).
+
+One parser serves datagrams and streams: `parse_message` takes one complete
+message; `StreamFramer` (framing.py) cuts a byte stream into such messages.
+Errors are `SipParseError` carrying the status a server should answer with and,
+when the head was readable, the partial message so that a response can be built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from gw.sip.uri import (
+    NameAddr,
+    SipSyntaxError,
+    SipUri,
+    Via,
+    is_token,
+    parse_name_addr,
+    parse_uint,
+    parse_uri,
+    parse_via,
+    split_commas,
+)
+
+__all__ = [
+    "COMPACT_FORMS",
+    "Limits",
+    "Request",
+    "Response",
+    "SipMessage",
+    "SipParseError",
+    "canonical_name",
+    "content_length",
+    "find_head_end",
+    "parse_cseq",
+    "parse_head",
+    "parse_message",
+    "partial_head",
+    "reason_phrase",
+]
+
+# RFC 3261 §7.3.3 plus the compact forms of later extensions.
+COMPACT_FORMS = {
+    "i": "Call-ID",
+    "m": "Contact",
+    "e": "Content-Encoding",
+    "l": "Content-Length",
+    "c": "Content-Type",
+    "f": "From",
+    "s": "Subject",
+    "k": "Supported",
+    "t": "To",
+    "v": "Via",
+    "o": "Event",
+    "r": "Refer-To",
+    "b": "Referred-By",
+    "u": "Allow-Events",
+    "a": "Accept-Contact",
+    "j": "Reject-Contact",
+    "d": "Request-Disposition",
+    "x": "Session-Expires",
+    "y": "Identity",
+}
+
+_CANONICAL = {
+    name.lower(): name
+    for name in (
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Authentication-Info",
+        "Authorization",
+        "Call-ID",
+        "Call-Info",
+        "Contact",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Content-Length",
+        "Content-Type",
+        "CSeq",
+        "Date",
+        "Error-Info",
+        "Expires",
+        "From",
+        "In-Reply-To",
+        "Max-Forwards",
+        "MIME-Version",
+        "Min-Expires",
+        "Organization",
+        "Priority",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Require",
+        "Record-Route",
+        "Reply-To",
+        "Require",
+        "Retry-After",
+        "Route",
+        "Server",
+        "Subject",
+        "Supported",
+        "Timestamp",
+        "To",
+        "Unsupported",
+        "User-Agent",
+        "Via",
+        "Warning",
+        "WWW-Authenticate",
+        "Event",
+        "Allow-Events",
+        "Session-Expires",
+        "Min-SE",
+        "RSeq",
+        "RAck",
+        "P-Asserted-Identity",
+        "Path",
+        "Refer-To",
+        "Referred-By",
+        "Identity",
+    )
+}
+
+# Headers whose values may be combined with commas (§7.3.1); others keep commas.
+_MULTI = {
+    "via",
+    "route",
+    "record-route",
+    "contact",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "allow",
+    "supported",
+    "require",
+    "proxy-require",
+    "unsupported",
+    "allow-events",
+    "path",
+    "in-reply-to",
+    "content-encoding",
+    "content-language",
+    "alert-info",
+    "call-info",
+    "error-info",
+    "warning",
+}
+
+_REASONS = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+
+
+def reason_phrase(code: int) -> str:
+    return _REASONS.get(code, {1: "Provisional", 2: "OK", 3: "Redirect"}.get(code // 100, "Error"))
+
+
+def canonical_name(name: str) -> str:
+    """Expand compact forms and normalise case, so lookups are by one spelling."""
+    low = name.lower()
+    if len(low) == 1 and low in COMPACT_FORMS:
+        return COMPACT_FORMS[low]
+    return _CANONICAL.get(low) or "-".join(p.capitalize() for p in name.split("-"))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Parser limits. Over a limit: 413 (size) or 400 (header count/length) for requests."""
+
+    max_message_size: int = 65536
+    max_headers: int = 128
+    max_header_length: int = 8192
+    max_body_size: int = 65536
+
+
+class SipParseError(Exception):
+    def __init__(self, code: int, reason: str, partial: SipMessage | None = None) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+        self.partial = partial
+
+
+@dataclass(eq=False)
+class SipMessage:
+    """Headers are an ordered list of (canonical name, raw value) pairs."""
+
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    # -- header access ------------------------------------------------------
+    def get(self, name: str) -> str | None:
+        key = canonical_name(name)
+        for k, v in self.headers:
+            if k == key:
+                return v
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """All values, comma-split for headers that allow combining (§7.3.1)."""
+        key = canonical_name(name)
+        values = [v for k, v in self.headers if k == key]
+        if key.lower() in _MULTI:
+            return [part for v in values for part in split_commas(v)]
+        return values
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every occurrence with one value, kept at the first one's position."""
+        key = canonical_name(name)
+        for i, (k, _) in enumerate(self.headers):
+            if k == key:
+                self.headers[i] = (key, value)
+                self.headers[i + 1 :] = [(kk, vv) for kk, vv in self.headers[i + 1 :] if kk != key]
+                return
+        self.headers.append((key, value))
+
+    def add(self, name: str, value: str, *, first: bool = False) -> None:
+        entry = (canonical_name(name), value)
+        if first:
+            self.headers.insert(0, entry)
+        else:
+            self.headers.append(entry)
+
+    def remove(self, name: str) -> None:
+        key = canonical_name(name)
+        self.headers = [(k, v) for k, v in self.headers if k != key]
+
+    def remove_first_via(self) -> None:
+        for i, (k, v) in enumerate(self.headers):
+            if k == "Via":
+                parts = split_commas(v)
+                if len(parts) > 1:
+                    self.headers[i] = (k, ", ".join(parts[1:]))
+                else:
+                    del self.headers[i]
+                return
+
+    # -- typed views ----------------------------------------------------------
+    @property
+    def vias(self) -> list[Via]:
+        return [parse_via(v) for v in self.get_all("Via")]
+
+    @property
+    def top_via(self) -> Via:
+        values = self.get_all("Via")
+        if not values:
+            raise SipSyntaxError("no Via")
+        return parse_via(values[0])
+
+    @property
+    def from_(self) -> NameAddr:
+        return parse_name_addr(self._required("From"))
+
+    @property
+    def to(self) -> NameAddr:
+        return parse_name_addr(self._required("To"))
+
+    @property
+    def call_id(self) -> str:
+        return self._required("Call-ID")
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        return parse_cseq(self._required("CSeq"))
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        return [parse_name_addr(v) for v in self.get_all("Contact")]
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        return [parse_name_addr(v) for v in self.get_all("Record-Route")]
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        return [parse_name_addr(v) for v in self.get_all("Route")]
+
+    @property
+    def content_type(self) -> str | None:
+        value = self.get("Content-Type")
+        return value.strip() if value is not None else None
+
+    def _required(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise SipSyntaxError(f"missing {name}")
+        return value
+
+    # -- serialization ----------------------------------------------------------
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Serialize; Content-Length is always written last, from the actual body."""
+        lines = [self.start_line()]
+        for k, v in self.headers:
+            if "\r" in k or "\n" in k or "\r" in v or "\n" in v:
+                raise ValueError(f"CR/LF in header {k!r}: would inject header lines")
+        lines.extend(f"{k}: {v}" for k, v in self.headers if k != "Content-Length")
+        lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+
+@dataclass(eq=False)
+class Request(SipMessage):
+    method: str = "OPTIONS"
+    uri: SipUri = field(default_factory=lambda: SipUri(scheme="sip", host="invalid"))
+    version: str = "SIP/2.0"
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+@dataclass(eq=False)
+class Response(SipMessage):
+    status: int = 200
+    reason: str = "OK"
+    version: str = "SIP/2.0"
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+def parse_cseq(value: str) -> tuple[int, str]:
+    """CSeq: 1*DIGIT LWS Method; the number must be < 2**31 (RFC 3261 §8.1.1.5)."""
+    parts = value.split()
+    if len(parts) != 2 or not is_token(parts[1]):
+        raise SipSyntaxError(f"bad CSeq {value!r}")
+    try:
+        number = parse_uint(parts[0], 2**31 - 1)
+    except SipSyntaxError:
+        raise SipSyntaxError(f"bad CSeq number {value!r}") from None
+    return number, parts[1]
+
+
+_STATUS = re.compile(r"SIP/([0-9]+\.[0-9]+) ([0-9]{3}) (.*)", re.S)
+_REQUEST = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+) (\S+) SIP/([0-9]+\.[0-9]+)", re.A)
+_HEADER_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+# SIP-date = rfc1123-date, and only "GMT" is a valid zone (RFC 3261 §20.17, RFC 4475 §3.1.2.12).
+_DATE = re.compile(
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
+    r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+)
+_CONTENT_TYPE = re.compile(r"[\w.+\-!#$&^`{|}~]+/[\w.+\-!#$&^`{|}~*]+", re.A)
+
+
+def _unfold(lines: Iterable[str]) -> Iterator[str]:
+    """Join continuation lines (leading SP/HT) to the header they continue (§7.3.1)."""
+    current: str | None = None
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if current is None:
+                raise SipSyntaxError("continuation line before first header")
+            current += " " + line.strip(" \t")
+        else:
+            if current is not None:
+                yield current
+            current = line
+    if current is not None:
+        yield current
+
+
+def find_head_end(data: bytes | bytearray) -> tuple[int, int] | None:
+    """(index, length) of the first empty line ending the head; bare LFs are tolerated."""
+    idx = data.find(b"\r\n\r\n")
+    lf = data.find(b"\n\n")
+    if idx >= 0 and (lf < 0 or idx <= lf):
+        return idx, 4
+    if lf >= 0:
+        return lf, 2
+    return None
+
+
+def split_head(data: bytes) -> tuple[bytes, bytes] | None:
+    """Split at the first empty line; tolerate bare LF line ends."""
+    found = find_head_end(data)
+    if found is None:
+        return None
+    idx, sep = found
+    return data[:idx], data[idx + sep :]
+
+
+def parse_message(
+    data: bytes, limits: Limits = Limits(), *, stream: bool = False
+) -> Request | Response:
+    """Parse one complete message.
+
+    On a datagram a body longer than Content-Length is truncated (§18.3); a shorter
+    one is a 400. `stream=True` means the framer already cut the body to size.
+    """
+    if len(data) > limits.max_message_size:
+        raise SipParseError(413, "Message Too Large", _partial_head(data, limits))
+    parts = split_head(data)
+    if parts is None:
+        raise SipParseError(400, "Missing Empty Line After Headers")
+    head, body = parts
+    msg = _parse_head(head, limits)
+    _check_body(msg, body, limits, stream)
+    return msg
+
+
+def _partial_head(data: bytes, limits: Limits) -> SipMessage | None:
+    """Best-effort head parse, so an oversized request can still be answered."""
+    parts = split_head(data[: limits.max_message_size])
+    if parts is None:
+        return None
+    return partial_head(parts[0], limits)
+
+
+def partial_head(head: bytes, limits: Limits = Limits()) -> SipMessage | None:
+    """The head parsed as far as possible (None if not even the start line is readable)."""
+    try:
+        return parse_head(head, limits)
+    except SipParseError as exc:
+        return exc.partial
+
+
+def parse_head(head: bytes, limits: Limits = Limits()) -> Request | Response:
+    """Parse and validate a message head (start line and headers, without the empty line)."""
+    return _parse_head(head, limits)
+
+
+def _parse_head(head: bytes, limits: Limits) -> Request | Response:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head.decode("latin-1")
+    text = text.replace("\r\n", "\n")
+    if text.endswith("\r"):  # "CRLF LF" ending the head
+        text = text[:-1]
+    if "\r" in text:
+        raise SipParseError(400, "Bare CR In Message Head")
+    raw_lines = text.split("\n")
+    # Leading CRLFs are allowed before a message on streams (keepalives).
+    while raw_lines and raw_lines[0] == "":
+        raw_lines.pop(0)
+    if not raw_lines:
+        raise SipParseError(400, "Empty Message")
+    start = raw_lines[0]
+    msg: Request | Response
+    # The first problem found; raised once the headers are read, so that the partial
+    # message carries Via/From/To/Call-ID/CSeq and a 400 can still be addressed.
+    error: SipParseError | None = None
+    m = _STATUS.fullmatch(start)
+    if m:
+        version, code, reason = m.groups()
+        msg = Response(status=int(code), reason=reason, version=f"SIP/{version}")
+        if not 100 <= msg.status <= 699:
+            raise SipParseError(400, "Bad Status Code")  # responses are never answered
+    else:
+        m = _REQUEST.fullmatch(start)
+        if m is None:
+            words = start.split(maxsplit=1)
+            method = words[0] if words else ""
+            if start.startswith("SIP/") or not is_token(method):
+                bad = "Bad Status Line" if start.startswith("SIP/") else "Bad Request Line"
+                raise SipParseError(400, bad)
+            msg = Request(method=method)  # placeholder Request-URI: partial only
+            error = SipParseError(400, "Bad Request Line")
+        else:
+            method, uri_text, version = m.groups()
+            msg = Request(method=method, version=f"SIP/{version}")
+            try:
+                msg.uri = parse_uri(uri_text)
+            except SipSyntaxError as exc:
+                error = SipParseError(400, f"Bad Request-URI: {exc}")
+            else:
+                if msg.uri.is_sip and msg.uri.headers is not None:
+                    # §19.1.1: no headers in a Request-URI (RFC 4475 §3.1.2.11 escruri).
+                    error = SipParseError(400, "Headers In Request-URI")
+    try:
+        folded = list(_unfold(raw_lines[1:]))
+    except SipSyntaxError as exc:
+        raise SipParseError(400, str(exc), msg) from None
+    if len(folded) > limits.max_headers:
+        error = error or SipParseError(400, "Too Many Headers")
+        folded = folded[: limits.max_headers]
+    for line in folded:
+        if len(line) > limits.max_header_length:
+            error = error or SipParseError(400, "Header Too Long")
+            continue
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not _HEADER_NAME.fullmatch(name):
+            error = error or SipParseError(400, f"Malformed Header Line {line[:40]!r}")
+            continue
+        msg.headers.append((canonical_name(name), value.strip(" \t")))
+    if error is not None:
+        error.partial = msg
+        raise error
+    if msg.version != "SIP/2.0":
+        raise SipParseError(505, "Version Not Supported", msg)
+    _validate(msg)
+    return msg
+
+
+# Headers that may appear at most once (RFC 4475 §3.3.8 multi01, §3.3.9 mcl01).
+_SINGLE_VALUED = (
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Max-Forwards",
+    "Expires",
+    "Date",
+    "Content-Length",
+    "Content-Type",
+)
+
+
+def _validate(msg: Request | Response) -> None:
+    """Mandatory headers and their syntax (§8.1.1), so later code can rely on them."""
+    try:
+        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+            if msg.get(name) is None:
+                raise SipSyntaxError(f"Missing {name}")
+        for name in _SINGLE_VALUED:
+            if len([1 for k, _ in msg.headers if k == name]) > 1:
+                raise SipSyntaxError(f"Duplicate {name}")
+        msg.vias  # noqa: B018 - parse for syntax
+        if msg.from_.wildcard or msg.to.wildcard:
+            raise SipSyntaxError("Wildcard in From/To")
+        call_id = msg.call_id
+        if not call_id or any(c.isspace() for c in call_id):
+            raise SipSyntaxError("Bad Call-ID")
+        _, method = msg.cseq
+        if isinstance(msg, Request):
+            if method != msg.method:
+                raise SipSyntaxError("CSeq Method Mismatch")
+            if msg.method == "INVITE" or msg.method == "REGISTER":
+                msg.contacts  # noqa: B018
+        mf = msg.get("Max-Forwards")
+        if mf is not None:
+            try:
+                parse_uint(mf, 255)
+            except SipSyntaxError:
+                raise SipSyntaxError("Bad Max-Forwards") from None
+        expires = msg.get("Expires")
+        if expires is not None and not (expires.isascii() and expires.isdigit()):
+            raise SipSyntaxError("Bad Expires")
+        date = msg.get("Date")
+        if date is not None and not _DATE.fullmatch(date):
+            raise SipSyntaxError("Bad Date")
+        ctype = msg.get("Content-Type")
+        if ctype is not None and not _CONTENT_TYPE.match(ctype):
+            raise SipSyntaxError("Bad Content-Type")
+    except SipSyntaxError as exc:
+        reason = str(exc)
+        reason = reason[0].upper() + reason[1:] if reason else "Bad Request"
+        raise SipParseError(400, reason, msg) from None
+
+
+_MAX_CONTENT_LENGTH = 2**63 - 1
+
+
+def content_length(msg: SipMessage) -> int | None:
+    value = msg.get("Content-Length")
+    if value is None:
+        return None
+    try:
+        return parse_uint(value.strip(), _MAX_CONTENT_LENGTH)
+    except SipSyntaxError:
+        raise SipSyntaxError("Bad Content-Length") from None
+
+
+def _check_body(msg: SipMessage, body: bytes, limits: Limits, stream: bool) -> None:
+    try:
+        length = content_length(msg)
+    except SipSyntaxError:
+        raise SipParseError(400, "Bad Content-Length", msg) from None
+    if length is None:
+        if stream:
+            raise SipParseError(400, "Missing Content-Length", msg)
+        length = len(body)
+    if len(body) < length:  # §18.3: on a datagram this is a 400 (RFC 4475 clerr)
+        raise SipParseError(400, "Content-Length Larger Than Body", msg)
+    if length > limits.max_body_size:
+        raise SipParseError(413, "Body Too Large", msg)
+    msg.body = body[:length]

@@ -1,0 +1,260 @@
+"""Asyncio adapters for SIP over UDP, TCP and TLS (RFC 3261 §18).
+
+Thin by design: bytes in are framed and parsed by the sans-I/O cores, parsed
+messages go to one callback with their source address, and `send` picks the
+socket. Stream connections are reused per remote address in both directions,
+so responses to a request that came over TCP go back over that connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+from gw.sip.framing import FramedError, FramedMessage, KeepAlive, StreamFramer
+from gw.sip.message import Limits, Request, Response, SipParseError, parse_message
+from gw.sip.transaction import Address
+
+__all__ = ["ListenSpec", "SipTransportError", "TransportLayer", "parse_listen"]
+
+log = logging.getLogger("gw.sip.transport")
+
+MessageCallback = Callable[[Request | Response, Address], None]
+ErrorCallback = Callable[[SipParseError, Address], None]
+
+
+class SipTransportError(OSError):
+    """The message could not be handed to the network (§17.1.4 transport error)."""
+
+
+@dataclass(frozen=True)
+class ListenSpec:
+    transport: str  # UDP, TCP, TLS
+    host: str
+    port: int
+
+
+def parse_listen(text: str) -> ListenSpec:
+    """`udp:127.0.0.1:5060`, `tcp:[::1]:0`, `tls:0.0.0.0:5061`."""
+    transport, _, rest = text.partition(":")
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]")
+    if transport.lower() not in ("udp", "tcp", "tls") or not host or not port.isdigit():
+        raise ValueError(f"bad listen address {text!r}: expected transport:host:port")
+    return ListenSpec(transport.upper(), host, int(port))
+
+
+@dataclass
+class _Stats:
+    received: int = 0
+    sent: int = 0
+    parse_errors: int = 0
+    dropped_responses: int = 0
+    connections_opened: int = 0
+    by_code: dict[int, int] = field(default_factory=dict)
+
+
+class _Datagram(asyncio.DatagramProtocol):
+    def __init__(self, layer: TransportLayer) -> None:
+        self.layer = layer
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        source = Address("UDP", str(addr[0]), int(addr[1]))
+        if not data.strip(b"\r\n"):
+            return  # keepalive
+        try:
+            message = parse_message(data, self.layer.limits)
+        except SipParseError as exc:
+            self.layer._parse_error(exc, source)
+            return
+        self.layer._deliver(message, source)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error: %s", exc)
+
+
+class _Stream(asyncio.Protocol):
+    def __init__(self, layer: TransportLayer, proto: str) -> None:
+        self.layer = layer
+        self.proto = proto
+        self.framer = StreamFramer(layer.limits)
+        self.transport: asyncio.Transport | None = None
+        self.remote: Address | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.remote = Address(self.proto, str(peer[0]), int(peer[1]))
+        self.layer._register(self.remote, self)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.remote is not None
+        for event in self.framer.feed(data):
+            if isinstance(event, FramedMessage):
+                self.layer._deliver(event.message, self.remote)
+            elif isinstance(event, FramedError):
+                self.layer._parse_error(event.error, self.remote)
+                if event.fatal and self.transport is not None:
+                    self.transport.close()
+            elif isinstance(event, KeepAlive) and self.transport is not None:
+                self.transport.write(b"\r\n")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.remote is not None:
+            self.layer._unregister(self.remote, self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise SipTransportError("connection closed")
+        self.transport.write(data)
+
+
+class TransportLayer:
+    """All SIP sockets of one node."""
+
+    def __init__(
+        self,
+        on_message: MessageCallback,
+        on_parse_error: ErrorCallback | None = None,
+        *,
+        limits: Limits | None = None,
+        tls_server: ssl.SSLContext | None = None,
+        tls_client: ssl.SSLContext | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.on_message = on_message
+        self.on_parse_error = on_parse_error
+        self.limits = limits or Limits()
+        self.tls_server = tls_server
+        self.tls_client = tls_client
+        self.connect_timeout = connect_timeout
+        self.stats = _Stats()
+        self.local: dict[str, Address] = {}
+        self._udp: _Datagram | None = None
+        self._servers: list[asyncio.Server] = []
+        self._streams: dict[Address, _Stream] = {}
+        self._connecting: dict[Address, asyncio.Task[_Stream]] = {}
+
+    # -- listening -------------------------------------------------------------
+    async def listen(self, spec: ListenSpec) -> Address:
+        loop = asyncio.get_running_loop()
+        if spec.transport == "UDP":
+            _, proto = await loop.create_datagram_endpoint(
+                lambda: _Datagram(self), local_addr=(spec.host, spec.port)
+            )
+            self._udp = proto
+            assert proto.transport is not None
+            sock = proto.transport.get_extra_info("sockname")
+        else:
+            if spec.transport == "TLS" and self.tls_server is None:
+                raise ValueError("tls listener needs a certificate ([tls] cert_file/key_file)")
+            ctx = self.tls_server if spec.transport == "TLS" else None
+            server = await loop.create_server(
+                lambda: _Stream(self, spec.transport), spec.host, spec.port, ssl=ctx
+            )
+            self._servers.append(server)
+            sock = server.sockets[0].getsockname()
+        bound = Address(spec.transport, spec.host, int(sock[1]))
+        self.local.setdefault(spec.transport, bound)
+        log.info("sip listening on %s:%s:%d", spec.transport.lower(), spec.host, bound.port)
+        return bound
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for stream in list(self._streams.values()):
+            if stream.transport is not None:
+                stream.transport.close()
+        for task in self._connecting.values():
+            task.cancel()
+        if self._udp is not None and self._udp.transport is not None:
+            self._udp.transport.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+
+    # -- sending ---------------------------------------------------------------
+    async def send(self, message: Request | Response, dest: Address) -> None:
+        data = message.to_bytes()
+        if dest.transport == "UDP":
+            if self._udp is None or self._udp.transport is None:
+                raise SipTransportError("no UDP listener")
+            self._udp.transport.sendto(data, (dest.host, dest.port))
+        else:
+            stream = await self._stream_for(dest)
+            stream.write(data)
+        self.stats.sent += 1
+
+    def can_send_now(self, dest: Address) -> bool:
+        return dest.transport == "UDP" or dest in self._streams
+
+    async def _stream_for(self, dest: Address) -> _Stream:
+        stream = self._streams.get(dest)
+        if stream is not None:
+            return stream
+        task = self._connecting.get(dest)
+        if task is None:
+            task = asyncio.ensure_future(self._connect(dest))
+            self._connecting[dest] = task
+            task.add_done_callback(lambda _t: self._connecting.pop(dest, None))
+        return await asyncio.shield(task)
+
+    async def _connect(self, dest: Address) -> _Stream:
+        loop = asyncio.get_running_loop()
+        ctx: ssl.SSLContext | None = None
+        if dest.transport == "TLS":
+            ctx = self.tls_client or ssl.create_default_context()
+        try:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Stream(self, dest.transport),
+                    dest.host,
+                    dest.port,
+                    ssl=ctx,
+                    server_hostname=dest.host if ctx else None,
+                ),
+                self.connect_timeout,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise SipTransportError(f"cannot connect to {dest}: {exc}") from exc
+        self.stats.connections_opened += 1
+        # Register under the address we dialled too (it may differ from peername).
+        self._streams[dest] = proto
+        return proto
+
+    # -- callbacks from protocols -------------------------------------------------
+    def _register(self, remote: Address, stream: _Stream) -> None:
+        self._streams[remote] = stream
+
+    def _unregister(self, remote: Address, stream: _Stream) -> None:
+        for key in [k for k, v in self._streams.items() if v is stream]:
+            del self._streams[key]
+
+    def _deliver(self, message: Request | Response, source: Address) -> None:
+        self.stats.received += 1
+        try:
+            self.on_message(message, source)
+        except Exception:  # a handler bug must not kill the socket
+            log.exception("sip handler failed for %r from %s", message, source)
+
+    def _parse_error(self, exc: SipParseError, source: Address) -> None:
+        self.stats.parse_errors += 1
+        self.stats.by_code[exc.code] = self.stats.by_code.get(exc.code, 0) + 1
+        log.warning("sip parse error from %s: %d %s", source, exc.code, exc.reason)
+        if self.on_parse_error is not None:
+            try:
+                self.on_parse_error(exc, source)
+            except Exception:
+                log.exception("sip parse-error handler failed")
