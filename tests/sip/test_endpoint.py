@@ -1,0 +1,293 @@
+"""Two gw.sip endpoints over real loopback sockets: dialogs, CANCEL, size-driven TCP, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ssl
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import trustme
+
+from gw.sip.dialog import Dialog
+from gw.sip.endpoint import EndpointConfig, IncomingRequest, SipEndpoint
+from gw.sip.message import Request
+from gw.sip.transaction import Address, Timers
+from gw.sip.transport import ListenSpec
+from gw.sip.uri import parse_name_addr, parse_uri
+from tests.support.ports import free_port
+
+SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+
+
+class Peer:
+    """A scriptable UAS: `answer` decides the response to each request."""
+
+    def __init__(self) -> None:
+        self.seen: list[Request] = []
+        self.acks: list[Request] = []
+        self.answer: Callable[[IncomingRequest], None] = lambda inc: inc.respond(200)
+        self.hold: asyncio.Event | None = None
+
+    async def __call__(self, incoming: IncomingRequest) -> None:
+        if incoming.request.method == "ACK":
+            self.acks.append(incoming.request)
+            return
+        self.seen.append(incoming.request)
+        if self.hold is not None and incoming.request.method == "INVITE":
+            incoming.respond(180)
+            await self.hold.wait()
+            if incoming.final_sent:
+                return
+        self.answer(incoming)
+
+
+async def make(
+    handler: Peer | None = None,
+    *,
+    tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
+    t1: float = 0.05,
+) -> SipEndpoint:
+    cfg = EndpointConfig(timers=Timers(t1=t1, t2=8 * t1, t4=10 * t1, td=64 * t1))
+    specs = [ListenSpec("UDP", "127.0.0.1", 0), ListenSpec("TCP", "127.0.0.1", 0)]
+    if tls is not None:
+        cfg.tls_server, cfg.tls_client = tls
+        specs.append(ListenSpec("TLS", "127.0.0.1", 0))
+    ep = SipEndpoint(cfg, handler)
+    await ep.start(specs)
+    return ep
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[SipEndpoint, SipEndpoint, Peer]]:
+    peer = Peer()
+    uas = await make(peer)
+    uac = await make(None)
+    yield uac, uas, peer
+    await uac.close()
+    await uas.close()
+
+
+def invite_to(uac: SipEndpoint, uas: SipEndpoint, transport: str = "UDP") -> Request:
+    port = uas.local(transport).port
+    params = "" if transport == "UDP" else f";transport={transport.lower()}"
+    return uac.new_request(
+        "INVITE",
+        f"sip:bob@127.0.0.1:{port}{params}",
+        from_="<sip:alice@127.0.0.1>",
+        to="<sip:bob@127.0.0.1>",
+        body=SDP,
+        content_type="application/sdp",
+        headers=[("Contact", f"<{uac.contact_uri(transport)}>")],
+    )
+
+
+def answer_invite(inc: IncomingRequest) -> None:
+    inc.respond(200, body=SDP, content_type="application/sdp")
+
+
+async def test_invite_creates_dialog_ack_and_bye(
+    pair: tuple[SipEndpoint, SipEndpoint, Peer],
+) -> None:
+    uac, uas, peer = pair
+    peer.answer = answer_invite
+    response, dialog = await uac.invite(invite_to(uac, uas))
+    assert response.status == 200
+    assert dialog is not None
+    await asyncio.sleep(0.2)
+    assert len(peer.acks) == 1, "the 2xx must be ACKed once"
+    ack = peer.acks[0]
+    assert ack.cseq == (dialog.invite_seq, "ACK")
+    assert ack.to.tag == response.to.tag
+    assert len(uas.dialogs) == 1
+    bye = await uac.bye(dialog)
+    assert bye.status == 200
+    assert uas.dialogs == {}
+    assert peer.seen[-1].method == "BYE"
+    assert peer.seen[-1].cseq[0] == dialog.local_seq
+
+
+async def test_request_in_unknown_dialog_gets_481(
+    pair: tuple[SipEndpoint, SipEndpoint, Peer],
+) -> None:
+    uac, uas, peer = pair
+    fake = Dialog(
+        call_id="nope",
+        local_tag="a",
+        remote_tag="b",
+        local=parse_name_addr("<sip:alice@127.0.0.1>;tag=a"),
+        remote=parse_name_addr("<sip:bob@127.0.0.1>;tag=b"),
+        remote_target=parse_uri(f"sip:bob@127.0.0.1:{uas.local('UDP').port}"),
+        local_seq=5,
+    )
+    response = await uac.bye(fake)
+    assert response.status == 481
+    assert peer.seen == [], "481 is the endpoint's answer; the TU never sees it"
+
+
+async def test_reinvite_updates_remote_target(pair: tuple[SipEndpoint, SipEndpoint, Peer]) -> None:
+    uac, uas, peer = pair
+    peer.answer = answer_invite
+    _, dialog = await uac.invite(invite_to(uac, uas))
+    assert dialog is not None
+    uas_dialog = next(iter(uas.dialogs.values()))
+    response = await uac.in_dialog(dialog, "INVITE", body=SDP, content_type="application/sdp")
+    assert response.status == 200
+    await asyncio.sleep(0.2)
+    assert len(peer.acks) == 2
+    assert uas_dialog.remote_seq == dialog.local_seq
+    # An out-of-order CSeq inside the dialog is refused with 500 (§12.2.2).
+    dialog.local_seq = 0
+    stale = await uac.in_dialog(dialog, "INFO")
+    assert stale.status == 500
+
+
+async def test_cancel_pending_invite(pair: tuple[SipEndpoint, SipEndpoint, Peer]) -> None:
+    uac, uas, peer = pair
+    peer.hold = asyncio.Event()
+    invite = invite_to(uac, uas)
+    ringing = asyncio.Event()
+    task = asyncio.create_task(uac.invite(invite, on_provisional=lambda r: ringing.set()))
+    await asyncio.wait_for(ringing.wait(), 2)
+    cancel_response = await uac.cancel(invite)
+    assert cancel_response.status == 200
+    response, dialog = await asyncio.wait_for(task, 5)
+    assert response.status == 487
+    assert dialog is None
+    peer.hold.set()
+
+
+async def test_cancel_without_invite_gets_481(pair: tuple[SipEndpoint, SipEndpoint, Peer]) -> None:
+    uac, uas, _ = pair
+    invite = invite_to(uac, uas)
+    uac._add_via(invite, Address("UDP", "127.0.0.1", uas.local("UDP").port))
+    response = await uac.cancel(invite)
+    assert response.status == 481
+
+
+async def test_large_request_moves_to_tcp(pair: tuple[SipEndpoint, SipEndpoint, Peer]) -> None:
+    """§18.1.1: a request over 1300 bytes goes over TCP when the URI does not force UDP."""
+    uac, uas, peer = pair
+    body = b"x" * 2000
+    req = uac.new_request(
+        "MESSAGE",
+        f"sip:bob@127.0.0.1:{uas.local('UDP').port}",
+        from_="<sip:alice@127.0.0.1>",
+        to="<sip:bob@127.0.0.1>",
+        body=body,
+        content_type="text/plain",
+    )
+    # The OS gave the UAS different UDP and TCP ports; a real UAS has one port for both.
+    # Address the TCP port: the URI names no transport, so the request would go over UDP.
+    req.uri = dataclasses.replace(req.uri, port=uas.local("TCP").port)
+    response = await uac.request(req)
+    assert response.status == 200
+    assert peer.seen[-1].body == body
+    assert peer.seen[-1].top_via.transport == "TCP"
+
+
+async def test_small_request_stays_on_udp(pair: tuple[SipEndpoint, SipEndpoint, Peer]) -> None:
+    uac, uas, peer = pair
+    req = uac.new_request(
+        "MESSAGE",
+        f"sip:bob@127.0.0.1:{uas.local('UDP').port}",
+        from_="<sip:alice@127.0.0.1>",
+        to="<sip:bob@127.0.0.1>",
+        body=b"short",
+        content_type="text/plain",
+    )
+    response = await uac.request(req)
+    assert response.status == 200
+    assert peer.seen[-1].top_via.transport == "UDP"
+
+
+async def test_rport_and_received_are_stamped(pair: tuple[SipEndpoint, SipEndpoint, Peer]) -> None:
+    uac, uas, _ = pair
+    req = uac.new_request(
+        "MESSAGE",
+        f"sip:bob@127.0.0.1:{uas.local('UDP').port}",
+        from_="<sip:alice@127.0.0.1>",
+        to="<sip:bob@127.0.0.1>",
+        body=b"hi",
+        content_type="text/plain",
+    )
+    response = await uac.request(req)
+    via = response.top_via
+    assert via.rport == uac.local("UDP").port
+    assert via.received in (None, "127.0.0.1")
+
+
+async def test_connection_refused_is_503() -> None:
+    uac = await make(None)
+    try:
+        port = free_port()
+        req = uac.new_request(
+            "MESSAGE",
+            f"sip:bob@127.0.0.1:{port};transport=tcp",
+            from_="<sip:alice@127.0.0.1>",
+            to="<sip:bob@127.0.0.1>",
+            body=b"hi",
+            content_type="text/plain",
+        )
+        response = await uac.request(req)
+        assert response.status == 503
+    finally:
+        await uac.close()
+
+
+async def test_tls_transport_round_trip() -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    peer = Peer()
+    uas = await make(peer, tls=(server_ctx, client_ctx))
+    uac = await make(None, tls=(server_ctx, client_ctx))
+    try:
+        req = uac.new_request(
+            "MESSAGE",
+            f"sips:bob@127.0.0.1:{uas.local('TLS').port}",
+            from_="<sips:alice@127.0.0.1>",
+            to="<sips:bob@127.0.0.1>",
+            body=b"secret",
+            content_type="text/plain",
+        )
+        response = await uac.request(req)
+        assert response.status == 200
+        assert peer.seen[-1].top_via.transport == "TLS"
+        assert peer.seen[-1].body == b"secret"
+    finally:
+        await uac.close()
+        await uas.close()
+
+
+async def test_malformed_request_gets_400_and_endpoint_keeps_serving(
+    pair: tuple[SipEndpoint, SipEndpoint, Peer],
+) -> None:
+    _, uas, peer = pair
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[bytes] = loop.create_future()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            if not got.done():
+                got.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Client, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    bad = (
+        "MESSAGE sip:bob@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKbad1\r\n"
+        "From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: c1\r\n"
+        "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    transport.sendto(bad, ("127.0.0.1", uas.local("UDP").port))
+    data = await asyncio.wait_for(got, 2)
+    transport.close()
+    assert data.startswith(b"SIP/2.0 400 ")
+    assert b"CSeq Method Mismatch" in data
+    assert peer.seen == []
+    assert uas.stats.parse_errors == 1

@@ -1,0 +1,66 @@
+"""Start real `msrp-gw run` processes, as operators do, on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+class GatewayProcess:
+    def __init__(self, config: str = "", env: dict[str, str] | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="msrpgw-node-"))
+        self.config = self.dir / "gw.toml"
+        self.config.write_text(config)
+        self.env = {**os.environ, **(env or {})}
+        self.env.setdefault("MSRPGW_NODE__STATE_DIR", str(self.dir / "state"))
+        self.env.setdefault("MSRPGW_SIP__LISTEN", "udp:127.0.0.1:0,tcp:127.0.0.1:0")
+        self.env.setdefault("MSRPGW_MGMT__LISTEN", "127.0.0.1:0")
+        self.log = self.dir / "node.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready: dict[str, Any] = {}
+
+    def start(self, timeout: float = 20.0) -> dict[str, Any]:
+        ready = Path(self.env["MSRPGW_NODE__STATE_DIR"]) / "ready.json"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gw.cli", "run", "--config", str(self.config)],
+            env=self.env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready.exists():
+                self.ready = json.loads(ready.read_text())
+                return self.ready
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited {self.proc.returncode}: {self.log.read_text()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"node not ready: {self.log.read_text()}")
+
+    def sip(self, transport: str) -> tuple[str, int]:
+        for item in self.ready["sip"]:
+            t, host, port = item.rsplit(":", 2)
+            if t == transport.lower():
+                return host, int(port)
+        raise KeyError(transport)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
