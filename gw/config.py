@@ -65,6 +65,19 @@ class GatewaySection:
     message_timeout: int = 7200
     content_types: str = "text/plain"
     reply_mode: str = "confirm"
+    accept_wrapped_types: str = ""
+    delivery_timeout: float = 10.0
+    setup_timeout: float = 8.0
+    require_success_report: bool = False
+    max_queued_messages: int = 64
+    max_queued_bytes: int = 1048576
+    max_page_message_size: int = 65536
+    retry_after: int = 5
+    key_template: str = "{page_aor}-{msrp_aor}"
+    ruri_rewrite: str = ""
+    routing_hook: str = ""
+    failure_notice: str = ""
+    msrp_setup: str = "actpass"
 
 
 @dataclass
@@ -117,6 +130,26 @@ class Config:
             )
         if g.reply_mode not in ("confirm", "accept"):
             raise ConfigError("gateway.reply_mode must be 'confirm' or 'accept'")
+        if g.msrp_setup not in ("actpass", "active", "passive", "none"):
+            raise ConfigError("gateway.msrp_setup must be actpass, active, passive or none")
+        for name in (
+            "delivery_timeout",
+            "setup_timeout",
+            "max_queued_messages",
+            "max_queued_bytes",
+        ):
+            if getattr(g, name) <= 0:
+                raise ConfigError(f"gateway.{name} must be > 0")
+        if not [t for t in g.content_types.replace(",", " ").split() if t]:
+            raise ConfigError("gateway.content_types must name at least one MIME type")
+        if g.routing_hook and ":" not in g.routing_hook:
+            raise ConfigError("gateway.routing_hook must be 'package.module:function'")
+        try:
+            g.key_template.format(
+                page_aor="a", msrp_aor="b", page_user="", page_host="", msrp_user="", msrp_host=""
+            )
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"gateway.key_template: unknown field {exc}") from None
         if not self.sip.listen:
             raise ConfigError("sip.listen must name at least one transport:host:port")
         from gw.sip.transport import parse_listen

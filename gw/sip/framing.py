@@ -126,5 +126,6 @@ class StreamFramer:
         """Framing is lost: close. The head, when known, is parsed so a response can be built."""
         self._closed = True
         self._buf.clear()
+        head = head[: self.limits.max_message_size]  # bound the work spent on a bad peer
         partial: SipMessage | None = partial_head(head, self.limits) if head else None
         return FramedError(SipParseError(code, reason, partial), fatal=True)

@@ -450,7 +450,7 @@ def parse_message(
     if parts is None:
         raise SipParseError(400, "Missing Empty Line After Headers")
     head, body = parts
-    msg = _parse_head(head, limits)
+    msg = parse_head(head, limits)
     _check_body(msg, body, limits, stream)
     return msg
 
@@ -473,10 +473,6 @@ def partial_head(head: bytes, limits: Limits = Limits()) -> SipMessage | None:
 
 def parse_head(head: bytes, limits: Limits = Limits()) -> Request | Response:
     """Parse and validate a message head (start line and headers, without the empty line)."""
-    return _parse_head(head, limits)
-
-
-def _parse_head(head: bytes, limits: Limits) -> Request | Response:
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:

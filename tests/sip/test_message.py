@@ -42,9 +42,9 @@ def ok(data: bytes, **kw: object) -> Request | Response:
     return parse_message(data, **kw)  # type: ignore[arg-type]
 
 
-def err(data: bytes, limits: Limits = Limits(), *, stream: bool = False) -> SipParseError:
+def err(data: bytes, limits: Limits | None = None, *, stream: bool = False) -> SipParseError:
     with pytest.raises(SipParseError) as info:
-        parse_message(data, limits, stream=stream)
+        parse_message(data, limits or Limits(), stream=stream)
     return info.value
 
 
@@ -159,12 +159,15 @@ def test_continuation_before_first_header_is_rejected() -> None:
 
 @pytest.mark.parametrize(("short", "long"), sorted(COMPACT_FORMS.items()))
 def test_compact_forms(short: str, long: str) -> None:
-    assert canonical_name(short) == long
-    assert canonical_name(short.upper()) == long
-    msg = ok(req(f"{short}: value-{short}\r\n" if short not in "vftilmc" else ""))
-    if short not in "vftilmc":
-        assert msg.get(long) == f"value-{short}"
-        assert msg.get(short) == f"value-{short}"
+    assert canonical_name(short) == canonical_name(short.upper()) == long
+    assert canonical_name(long.lower()) == long
+
+
+@pytest.mark.parametrize("short", sorted(set(COMPACT_FORMS) - set("vftilmc")))
+def test_compact_form_headers_are_stored_under_their_long_name(short: str) -> None:
+    msg = ok(req(f"{short.upper()}: value-{short}\r\n"))
+    assert (COMPACT_FORMS[short], f"value-{short}") in msg.headers
+    assert msg.get(short) == msg.get(COMPACT_FORMS[short]) == f"value-{short}"
 
 
 def test_compact_mandatory_headers() -> None:
@@ -244,9 +247,14 @@ def test_mixed_line_ends() -> None:
     assert ok(data).cseq == (314159, "MESSAGE")
 
 
-def test_non_utf8_head_is_read_as_latin1() -> None:
-    msg = ok(req("Subject: caf\xe9\r\n".encode("latin-1").decode("latin-1")))
-    assert msg.get("Subject") is not None
+def test_utf8_and_non_utf8_heads() -> None:
+    assert ok(req("Subject: caf\u00e9 \u2603\r\n")).get("Subject") == "caf\u00e9 \u2603"
+    latin1 = req().replace(b"\r\n\r\n", b"\r\nSubject: caf\xe9\r\n\r\n")
+    assert ok(latin1).get("Subject") == "caf\u00e9"  # not UTF-8: read as Latin-1
+
+
+def test_values_keep_non_ascii_whitespace() -> None:
+    assert ok(req("Subject: \u00a0x\u00a0\r\n")).get("Subject") == "\u00a0x\u00a0"
 
 
 # -- multi-valued headers --------------------------------------------------------
@@ -438,7 +446,7 @@ def test_over_max_message_size_is_413_with_partial_head() -> None:
 
 
 def test_over_max_message_size_with_unreadable_head_has_no_partial() -> None:
-    exc = err(req(("X: " + "y" * 2000 + "\r\n")), Limits(max_message_size=1000))
+    exc = err(req("X: " + "y" * 2000 + "\r\n"), Limits(max_message_size=1000))
     assert exc.code == 413 and exc.partial is None
 
 
@@ -531,7 +539,7 @@ def test_to_bytes_round_trip_and_content_length_last() -> None:
     out = msg.to_bytes()
     assert out.endswith(b"Subject: hi\r\nContent-Length: 5\r\n\r\nhello")
     again = ok(out)
-    assert again.headers == msg.headers[:6] + [("Subject", "hi"), ("Content-Length", "5")]
+    assert again.headers == [*msg.headers[:6], ("Subject", "hi"), ("Content-Length", "5")]
     assert again.body == b"hello" and bytes(again) == out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Literal
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -27,6 +28,8 @@ ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 TOKEN = ALNUM + "-.!%*_+`'~"
 UNRESERVED = ALNUM + "-_.!~*'()"
 HEX = "0123456789ABCDEFabcdef"
+SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
+LINE_CHARS = st.characters(blacklist_categories=SURROGATES, blacklist_characters="\r\n")
 
 # -- strategies -------------------------------------------------------------------
 
@@ -44,9 +47,9 @@ hosts = hostnames | st.ip_addresses(v=4).map(str) | st.ip_addresses(v=6).map(str
 ports = st.none() | st.integers(0, 65535)
 param_names = st.text("abcdefghijklmnopqrstuvwxyz0123456789-._!*+~", min_size=1, max_size=8)
 uri_param_values = st.none() | uri_text(UNRESERVED + "[]/:&+$")
-quoted = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=10
-).map(lambda t: '"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"')
+quoted = st.text(LINE_CHARS, max_size=10).map(
+    lambda t: '"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"'
+)
 gen_values = st.none() | tokens | quoted
 
 
@@ -82,9 +85,7 @@ other_uris = st.builds(
     uri_text(UNRESERVED + ":/?&=+$,;@", min_size=1),
 )
 
-displays = st.none() | st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12
-)
+displays = st.none() | st.text(LINE_CHARS, max_size=12)
 
 
 @st.composite
@@ -112,9 +113,7 @@ def vias(draw: st.DrawFn) -> Via:
     )
 
 
-header_values = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=30
-).filter(lambda v: v == v.strip(" \t"))
+header_values = st.text(LINE_CHARS, max_size=30).filter(lambda v: v == v.strip(" \t"))
 extension_names = tokens.map(lambda t: "X-" + t)
 
 
@@ -161,11 +160,7 @@ def requests(draw: st.DrawFn) -> Request:
 @st.composite
 def responses(draw: st.DrawFn) -> Response:
     headers = [(canonical_name(k), v) for k, v in draw(common_headers(draw(tokens)))]
-    reason = draw(
-        st.text(
-            st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=20
-        )
-    )
+    reason = draw(st.text(LINE_CHARS, max_size=20))
     return Response(
         status=draw(st.integers(100, 699)),
         reason=reason,

@@ -14,6 +14,7 @@ the partial message so that the endpoint can address the error response.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -524,8 +525,9 @@ def test_scalar02_every_out_of_range_scalar_is_caught() -> None:
     """The CSeq is what the RFC says to answer 400 for; the others are checked too."""
     data = load("scalar02")
     fixed_cseq = data.replace(b"36893488147419103232", b"1")
-    exc = pytest.raises(SipParseError, parse_message, fixed_cseq).value
-    assert exc.reason == "Bad Max-Forwards"
+    with pytest.raises(SipParseError) as info:
+        parse_message(fixed_cseq)
+    assert info.value.reason == "Bad Max-Forwards"
     expires_only = fixed_cseq.replace(b"Max-Forwards: 300", b"Max-Forwards: 70")
     msg = parse_message(expires_only)  # huge Expires values: the registrar uses its default
     assert msg.get("Expires") == "1" + "0" * 100
@@ -711,10 +713,8 @@ def test_truncations_never_raise_anything_but_sip_parse_error(name: str) -> None
     limits = Limits(max_message_size=2048, max_headers=40, max_header_length=600)
     for cut in range(0, len(data), 7):
         for chunk in (data[:cut], data[cut:]):
-            try:
+            with contextlib.suppress(SipParseError):
                 parse_message(chunk, limits)
-            except SipParseError:
-                pass
         framer = StreamFramer(limits)
         framer.feed(data[:cut])
         framer.feed(data[cut:])
