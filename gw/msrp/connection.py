@@ -1,0 +1,305 @@
+"""Sans-I/O MSRP connection (RFC 4975 §5.4, §6, §7.3): one TCP/TLS stream, many sessions.
+
+Bytes in are parsed and each request is matched to a session through the
+endpoint-wide `SessionTable` (top To-Path URI is ours, last From-Path URI is
+the session's peer); unmatched requests get 481, a session bound to another
+connection 506, and nothing is ever answered to a REPORT. Responses are routed
+back to the session by transaction id. Bytes out are pulled round-robin from
+the bound sessions. A connection with no session bound is closed after
+`idle_timeout`, so one that never sends anything valid does not linger.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from dataclasses import dataclass
+
+from gw.msrp.events import RequestRejected, UnmatchedResponse
+from gw.msrp.frame import Frame, FrameError, FrameParser, make_response, serialize
+from gw.msrp.outgoing import OutgoingMessage
+from gw.msrp.session import MsrpSession
+from gw.msrp.uri import MsrpUriError
+
+__all__ = ["ConnectionEvent", "MsrpConnection", "SessionBound", "SessionTable"]
+
+_QUANTUM = 1 << 16  # bytes pulled from one session before the next gets a turn
+_OVERHEAD = 256  # rough header bytes per frame, for budgets
+
+
+@dataclass(frozen=True, slots=True)
+class SessionBound:
+    """A session got bound to this connection by its first request (§5.4)."""
+
+    session: MsrpSession
+
+
+ConnectionEvent = SessionBound | RequestRejected | UnmatchedResponse
+
+
+class SessionTable:
+    """Live sessions of an endpoint by local session-id, shared by its connections."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, MsrpSession] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def add(self, session: MsrpSession) -> None:
+        if session.session_id in self._by_id:
+            raise ValueError(f"session-id {session.session_id!r} already in use")
+        self._by_id[session.session_id] = session
+
+    def remove(self, session: MsrpSession) -> None:
+        if self._by_id.get(session.session_id) is session:
+            del self._by_id[session.session_id]
+
+    def get(self, session_id: str) -> MsrpSession | None:
+        return self._by_id.get(session_id)
+
+    def match(self, frame: Frame) -> MsrpSession | tuple[int, str]:
+        """The session a request belongs to, or the (status, reason) to refuse it."""
+        try:
+            to, frm = frame.to_path, frame.from_path
+        except MsrpUriError:
+            return 400, "malformed path"
+        if not to or not frm:
+            return 400, "missing To-Path or From-Path"
+        session = self._by_id.get(to[0].session_id or "")
+        if session is None or session.closed or not session.local_uri.matches(to[0]):
+            return 481, "no such session"
+        if not session.peer_uri.matches(frm[-1]):
+            return 481, "From-Path does not match the session's peer"
+        return session
+
+
+class MsrpConnection:
+    """One MSRP connection; `outbound` when we opened it (we are the active side)."""
+
+    def __init__(
+        self,
+        table: SessionTable,
+        *,
+        now: float,
+        outbound: bool = False,
+        idle_timeout: float = 30.0,
+        max_chunk_size: int = 1 << 20,
+        max_header_bytes: int = 16384,
+    ) -> None:
+        self.table = table
+        self.outbound = outbound
+        self.idle_timeout = idle_timeout
+        self.closed = False
+        self.close_reason: str | None = None
+        self._parser = FrameParser(max_chunk_size, max_header_bytes)
+        self._sessions: dict[str, MsrpSession] = {}
+        self._control: deque[Frame] = deque()  # our own answers (481, 400, ...)
+        self._ready: deque[str] = deque()
+        self._ready_set: set[str] = set()
+        self._touched: dict[str, MsrpSession] = {}
+        self._events: list[ConnectionEvent] = []
+        self._tids: dict[str, MsrpSession] = {}
+        self._tid_expiry: deque[tuple[float, str]] = deque()
+        self._timers: list[tuple[float, int, str]] = []
+        self._scheduled: dict[str, float] = {}
+        self._seq = itertools.count()
+        self._idle_deadline: float | None = now + idle_timeout
+
+    @property
+    def sessions(self) -> list[MsrpSession]:
+        return list(self._sessions.values())
+
+    def events(self) -> list[ConnectionEvent]:
+        """Take the connection-level events reported since the last call."""
+        events, self._events = self._events, []
+        return events
+
+    def touched(self) -> list[MsrpSession]:
+        """Take the sessions that may have new events since the last call."""
+        touched = list(self._touched.values())
+        self._touched.clear()
+        return touched
+
+    # -- sessions ----------------------------------------------------------------
+    def attach(self, session: MsrpSession, now: float) -> OutgoingMessage | None:
+        """Carry `session` here. On a connection we opened, its first SEND is an
+        empty one (§5.4) so the passive peer can bind the session at once."""
+        if session.connection is self:
+            return None
+        if session.connection is not None:
+            raise ValueError("session is bound to another connection")
+        empty = session.bind(self, send_empty=self.outbound)
+        self._sessions[session.session_id] = session
+        self._idle_deadline = None
+        self.wake(session)
+        return empty
+
+    def detach(self, session: MsrpSession, now: float) -> None:
+        """Stop carrying `session` (it was closed); unsent frames of it are dropped."""
+        if self._sessions.pop(session.session_id, None) is session:
+            session.connection = None
+            if not self._sessions:
+                self._idle_deadline = now + self.idle_timeout
+
+    def wake(self, session: MsrpSession) -> None:
+        """Note that a bound session may have new output, events or deadlines
+        (after the caller used its API directly)."""
+        sid = session.session_id
+        if self._sessions.get(sid) is not session:
+            return
+        self._touched[sid] = session
+        if sid not in self._ready_set and session.has_outgoing():
+            self._ready_set.add(sid)
+            self._ready.append(sid)
+        self._schedule(session)
+
+    def _schedule(self, session: MsrpSession) -> None:
+        sid, deadline = session.session_id, session.next_deadline()
+        current = self._scheduled.get(sid)
+        if deadline is not None and (current is None or deadline < current):
+            self._scheduled[sid] = deadline
+            heapq.heappush(self._timers, (deadline, next(self._seq), sid))
+
+    # -- input -------------------------------------------------------------------
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes from the peer. Never raises; a framing error closes the connection."""
+        if self.closed:
+            return
+        for event in self._parser.feed(data):
+            if isinstance(event, FrameError):
+                self._frame_error(event)
+            else:
+                self.receive_frame(event.frame, now)
+        if self._parser.closed:
+            self.close("framing lost")
+
+    def receive_frame(self, frame: Frame, now: float) -> None:
+        """One parsed frame (also for adapters that parse themselves, e.g. a relay link)."""
+        if frame.method is None:
+            session = self._tids.pop(frame.tid, None)
+            if session is None or session.connection is not self:
+                self._events.append(UnmatchedResponse(frame.tid, frame.status))
+            elif session.handle_response(frame, now):
+                self.wake(session)
+            else:
+                self._events.append(UnmatchedResponse(frame.tid, frame.status))
+            return
+        match = self.table.match(frame)
+        if isinstance(match, tuple):
+            self._refuse(frame, *match)
+            return
+        if match.connection is None:
+            self.attach(match, now)
+            self._events.append(SessionBound(match))
+        elif match.connection is not self:
+            self._refuse(frame, 506, "session bound to another connection")
+            return
+        match.handle_request(frame, now)
+        self.wake(match)
+
+    def _refuse(self, frame: Frame, code: int, reason: str) -> None:
+        failure_report = (frame.header("Failure-Report") or "yes").strip().lower()
+        answered = frame.method != "REPORT" and failure_report != "no"
+        if answered:
+            self._control.append(make_response(frame, code, reason))
+        self._events.append(RequestRejected(code, reason, frame.method, frame.message_id, answered))
+
+    def _frame_error(self, error: FrameError) -> None:
+        request, answered = error.request, False
+        if (
+            request is not None
+            and request.method not in (None, "REPORT")
+            and (request.header("Failure-Report") or "").strip().lower() != "no"
+        ):
+            try:
+                self._control.append(make_response(request, error.code, error.reason))
+                answered = True
+            except (ValueError, MsrpUriError):
+                pass  # no usable From-Path to answer along
+        method = None if request is None else request.method
+        mid = None if request is None else request.message_id
+        self._events.append(RequestRejected(error.code, error.reason, method, mid, answered))
+
+    # -- output ------------------------------------------------------------------
+    def data_to_send(self, now: float, max_bytes: int = 1 << 18) -> bytes:
+        """Up to about `max_bytes` to write; b"" when there is nothing to send."""
+        return b"".join(serialize(f) for f in self.frames_to_send(now, max_bytes))
+
+    def frames_to_send(self, now: float, max_bytes: int = 1 << 18) -> list[Frame]:
+        """Like `data_to_send`, as frames (for adapters that write frames themselves)."""
+        self._purge_tids(now)
+        out = list(self._control)
+        self._control.clear()
+        budget = max_bytes - sum(len(f.body) + _OVERHEAD for f in out)
+        while self._ready and budget > 0:
+            sid = self._ready.popleft()
+            self._ready_set.discard(sid)
+            session = self._sessions.get(sid)
+            if session is None:
+                continue
+            for frame in session.pull(now, min(budget, _QUANTUM)):
+                if frame.method == "SEND" and frame.header("Failure-Report") != "no":
+                    self._tids[frame.tid] = session
+                    expiry = now + session.transaction_timeout + 1.0
+                    self._tid_expiry.append((expiry, frame.tid))
+                out.append(frame)
+                budget -= len(frame.body) + _OVERHEAD
+            self.wake(session)
+        return out
+
+    def _purge_tids(self, now: float) -> None:
+        expiry = self._tid_expiry
+        while expiry and expiry[0][0] <= now:
+            self._tids.pop(expiry.popleft()[1], None)
+
+    # -- time and end ------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        timers = self._timers
+        while timers:  # drop entries whose session's deadline moved (answered, closed)
+            deadline, _, sid = timers[0]
+            session = self._sessions.get(sid)
+            if session is not None and session.next_deadline() == deadline:
+                break
+            heapq.heappop(timers)
+            if self._scheduled.get(sid) == deadline:
+                del self._scheduled[sid]
+            if session is not None:
+                self._schedule(session)
+        deadlines = [d for d in (self._idle_deadline,) if d is not None]
+        if self._timers:
+            deadlines.append(self._timers[0][0])
+        return min(deadlines) if deadlines else None
+
+    def on_timer(self, now: float) -> None:
+        if self._idle_deadline is not None and now >= self._idle_deadline and not self.closed:
+            self.close("idle: no session on this connection")
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, sid = heapq.heappop(timers)
+            if self._scheduled.get(sid) == deadline:
+                del self._scheduled[sid]
+            session = self._sessions.get(sid)
+            if session is not None:
+                session.on_timer(now)
+                self.wake(session)
+        self._purge_tids(now)
+
+    def close(self, reason: str) -> None:
+        """Ask the adapter to close (after writing what is pending)."""
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
+
+    def connection_lost(self, reason: str | None = None) -> None:
+        """The stream is gone: every bound session ends, its pending messages fail (408)."""
+        self.close(reason or "connection lost")
+        why = reason or self.close_reason or "connection lost"
+        for session in self._sessions.values():
+            session.connection_lost(why)
+            self._touched[session.session_id] = session
+        self._sessions.clear()
+        self._ready.clear()
+        self._ready_set.clear()
+        self._control.clear()

@@ -1,0 +1,485 @@
+"""Asyncio adapter for MSRP over TCP and TLS: listener, connections, session handles.
+
+Thin by design: each socket drives one `MsrpConnection` core (bytes, time and
+one timer handle in, bytes and events out); `Session` wraps one `MsrpSession`
+core with awaitable sends and an event queue. Connections we open are reused
+for every session whose first hop has the same authority (RFC 4975 §6 via the
+To-Path's first URI; RFC 6135: only the active side can reuse, because only it
+knows where a connection leads). The passive side binds sessions to whatever
+inbound connection their first request arrives on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl as _ssl
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, cast
+
+from gw.msrp.connection import ConnectionEvent, MsrpConnection, SessionBound, SessionTable
+from gw.msrp.events import (
+    MessageAborted,
+    MessageDelivered,
+    MessageFailed,
+    Outcome,
+    RequestRejected,
+    SessionClosed,
+    SessionEvent,
+)
+from gw.msrp.outgoing import OutgoingMessage
+from gw.msrp.session import MsrpSession
+from gw.msrp.uri import MsrpUri, new_session_id
+
+__all__ = ["DEFAULT_PORT", "Link", "MsrpEndpoint", "MsrpSessionError", "Session"]
+
+log = logging.getLogger("gw.msrp.endpoint")
+
+DEFAULT_PORT = 2855
+_ROLES = ("active", "passive")
+_OUTCOMES = (MessageDelivered, MessageFailed, MessageAborted)
+_Key = tuple[str, str, int, str]
+
+
+class MsrpSessionError(Exception):
+    """A session could not be set up (no connection, or the peer refused it)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class Link(asyncio.Protocol):
+    """One TCP/TLS connection driving one `MsrpConnection` core."""
+
+    def __init__(self, endpoint: MsrpEndpoint, *, outbound: bool, key: _Key | None) -> None:
+        self.endpoint = endpoint
+        self.outbound = outbound
+        self.key = key
+        self.loop = asyncio.get_running_loop()
+        self.core = MsrpConnection(
+            endpoint.table,
+            now=self.loop.time(),
+            outbound=outbound,
+            idle_timeout=endpoint.idle_timeout,
+            max_chunk_size=endpoint.max_chunk_size,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.lost: asyncio.Future[None] = self.loop.create_future()
+        self._paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    @property
+    def peername(self) -> Any:
+        return None if self.transport is None else self.transport.get_extra_info("peername")
+
+    def close(self) -> None:
+        """Close after writing what is pending; sessions on it end with 408."""
+        self.core.close("closed locally")
+        self.kick()
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.endpoint._links.add(self)
+        self.kick()
+
+    def data_received(self, data: bytes) -> None:
+        self.core.receive_data(data, self.loop.time())
+        self.kick()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.core.connection_lost(None if exc is None else f"connection lost: {exc}")
+        self._dispatch()
+        self.endpoint._link_gone(self)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self.kick()
+
+    # -- driving the core ----------------------------------------------------------
+    def kick(self) -> None:
+        """Write what the core has, hand its events out, re-arm its timer."""
+        transport = self.transport
+        if transport is None or self.lost.done():
+            return
+        now = self.loop.time()
+        while not self._paused and not transport.is_closing():
+            data = self.core.data_to_send(now)
+            if not data:
+                break
+            transport.write(data)
+        self._dispatch()
+        if self.core.closed:
+            transport.close()
+            return
+        deadline = self.core.next_deadline()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = None if deadline is None else self.loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = self._timer_at = None
+        self.core.on_timer(self.loop.time())
+        self.kick()
+
+    def _dispatch(self) -> None:
+        for event in self.core.events():
+            self.endpoint._connection_event(self, event)
+        for session in self.core.touched():
+            handle = self.endpoint._handles.get(session.session_id)
+            if handle is not None:
+                handle._pump()
+
+
+class Session:
+    """Asyncio handle of one MSRP session; create it with `MsrpEndpoint.create_session`."""
+
+    def __init__(
+        self,
+        endpoint: MsrpEndpoint,
+        core: MsrpSession,
+        role: str,
+        on_event: Callable[[SessionEvent], None] | None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.core = core
+        self.role = role
+        self.link: Link | None = None
+        self._on_event = on_event
+        self._queue: asyncio.Queue[SessionEvent] = asyncio.Queue()
+        self._waiters: dict[str, asyncio.Future[Outcome]] = {}
+        self._internal: set[str] = set()  # our own empty SENDs: outcomes not surfaced
+        self._bound = asyncio.Event()
+
+    @property
+    def local_uri(self) -> MsrpUri:
+        return self.core.local_uri
+
+    @property
+    def peer_path(self) -> tuple[MsrpUri, ...]:
+        return self.core.peer_path
+
+    @property
+    def closed(self) -> bool:
+        return self.core.closed
+
+    async def connect(self, timeout: float = 30.0) -> None:
+        """Active: open (or reuse) a connection to the first hop and send the empty
+        SEND (§5.4), returning once the peer accepted it. Passive: wait until the
+        peer's first request binds us. MsrpSessionError / TimeoutError on failure."""
+        if self.core.closed:
+            raise MsrpSessionError(481, "session closed")
+        if self.core.connection is None and self.role == "passive":
+            await asyncio.wait_for(self._bound.wait(), timeout)
+            return
+        if self.core.connection is not None:
+            return
+        try:
+            link = await self.endpoint._outbound_link(self.core.peer_path[0], timeout)
+        except (OSError, TimeoutError) as exc:
+            raise MsrpSessionError(408, f"cannot connect: {exc!r}") from exc
+        if self.core.connection is not None or self.core.closed:
+            return  # bound meanwhile by an inbound request, or closed
+        empty = link.core.attach(self.core, link.loop.time())
+        self._bind(link)
+        if empty is not None:
+            self._internal.add(empty.message_id)
+            link.kick()
+            outcome = await asyncio.wait_for(self._outcome(empty), timeout)
+            if isinstance(outcome, MessageFailed):
+                raise MsrpSessionError(outcome.code, outcome.reason)
+
+    def send_nowait(
+        self,
+        body: bytes | memoryview,
+        content_type: str,
+        *,
+        success_report: bool | None = None,
+        failure_report: str = "yes",
+        message_id: str | None = None,
+    ) -> OutgoingMessage:
+        """Queue a message; its outcome comes as an event (and from `outcome`)."""
+        msg = self.core.send_message(
+            body,
+            content_type,
+            success_report=success_report,
+            failure_report=failure_report,
+            message_id=message_id,
+            now=asyncio.get_running_loop().time(),
+        )
+        self._wake()
+        return msg
+
+    async def send(
+        self,
+        body: bytes | memoryview,
+        content_type: str,
+        *,
+        success_report: bool | None = None,
+        failure_report: str = "yes",
+        message_id: str | None = None,
+    ) -> Outcome:
+        """Send a message and wait for its outcome (delivered, failed, aborted)."""
+        msg = self.send_nowait(
+            body,
+            content_type,
+            success_report=success_report,
+            failure_report=failure_report,
+            message_id=message_id,
+        )
+        return await self._outcome(msg)
+
+    async def outcome(self, message: OutgoingMessage) -> Outcome:
+        """Wait for the outcome of a message queued with `send_nowait`."""
+        return await self._outcome(message)
+
+    def abort(self, message: OutgoingMessage) -> bool:
+        done = self.core.abort(message)
+        self._wake()
+        return done
+
+    def report_success(self, message_id: str) -> bool:
+        done = self.core.report_success(message_id)
+        self._wake()
+        return done
+
+    def report_failure(self, message_id: str, code: int, reason: str | None = None) -> bool:
+        done = self.core.report_failure(message_id, code, reason)
+        self._wake()
+        return done
+
+    async def next_event(self) -> SessionEvent:
+        return await self._queue.get()
+
+    async def events(self) -> AsyncIterator[SessionEvent]:
+        """Events until (and including) `SessionClosed`."""
+        while True:
+            event = await self._queue.get()
+            yield event
+            if isinstance(event, SessionClosed):
+                return
+
+    def close(self, reason: str = "closed") -> None:
+        """End the session: pending messages fail (481), aborts are flushed, and a
+        connection we opened is closed once no session uses it."""
+        self.core.close(reason)
+        self._wake()
+        link = self.link
+        if link is not None and self.core.connection is link.core:
+            link.core.detach(self.core, link.loop.time())
+            if link.outbound and not link.core.sessions:
+                link.core.close("no session left")
+            link.kick()  # closes, or arms the idle timer of an inbound connection
+        self._pump()
+
+    # -- internals -----------------------------------------------------------------
+    def _bind(self, link: Link) -> None:
+        self.link = link
+        self._bound.set()
+
+    def _wake(self) -> None:
+        link = self.link
+        if link is not None and self.core.connection is link.core:
+            link.core.wake(self.core)
+            link.kick()
+        self._pump()
+
+    def _outcome(self, msg: OutgoingMessage) -> asyncio.Future[Outcome]:
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        if msg.outcome is not None:
+            fut.set_result(msg.outcome)
+        else:
+            self._waiters[msg.message_id] = fut
+        return fut
+
+    def _pump(self) -> None:
+        for event in self.core.events():
+            if isinstance(event, _OUTCOMES):
+                fut = self._waiters.pop(event.message_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(event)
+                if event.message_id in self._internal:
+                    self._internal.discard(event.message_id)
+                    continue
+            if isinstance(event, SessionClosed):
+                self.endpoint._forget(self)
+            if self._on_event is not None:
+                self._on_event(event)
+            else:
+                self._queue.put_nowait(event)
+
+
+class MsrpEndpoint:
+    """Our MSRP side: one listener (TCP, or TLS for msrps), sessions, connections."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        advertised_host: str | None = None,
+        ssl_server: _ssl.SSLContext | None = None,
+        ssl_client: _ssl.SSLContext | None = None,
+        idle_timeout: float = 30.0,
+        max_chunk_size: int = 1 << 20,
+        on_event: Callable[[ConnectionEvent], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.advertised_host = advertised_host or host
+        self.ssl_server = ssl_server
+        self.ssl_client = ssl_client
+        self.idle_timeout = idle_timeout
+        self.max_chunk_size = max_chunk_size
+        self.on_event = on_event
+        self.table = SessionTable()
+        self.stats: Counter[str] = Counter()
+        self._uri: MsrpUri | None = None
+        self._server: asyncio.Server | None = None
+        self._links: set[Link] = set()
+        self._outbound: dict[_Key, Link] = {}
+        self._connecting: dict[_Key, asyncio.Task[Link]] = {}
+        self._handles: dict[str, Session] = {}
+
+    @property
+    def uri(self) -> MsrpUri:
+        """Our URI without session-id (`msrp[s]://host:port;tcp`); after `start`."""
+        if self._uri is None:
+            raise RuntimeError("endpoint not started")
+        return self._uri
+
+    @property
+    def connections(self) -> list[Link]:
+        return list(self._links)
+
+    async def start(self) -> MsrpUri:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: Link(self, outbound=False, key=None),
+            self.host,
+            self.port,
+            ssl=self.ssl_server,
+            ssl_handshake_timeout=self.idle_timeout if self.ssl_server else None,
+        )
+        port = int(self._server.sockets[0].getsockname()[1])
+        scheme = "msrps" if self.ssl_server is not None else "msrp"
+        self._uri = MsrpUri(scheme=scheme, host=self.advertised_host, port=port)
+        log.info("msrp listening on %s", self._uri)
+        return self._uri
+
+    def new_local_uri(self) -> MsrpUri:
+        """A fresh session URI for SDP a=path: our URI with a random session-id."""
+        return self.uri.with_session(new_session_id())
+
+    def create_session(
+        self,
+        peer_path: str | MsrpUri | Iterable[str | MsrpUri],
+        *,
+        local_uri: MsrpUri | None = None,
+        role: str = "active",
+        accept_types: Sequence[str] = ("*",),
+        on_event: Callable[[SessionEvent], None] | None = None,
+        **options: Any,
+    ) -> Session:
+        """Register a session so inbound requests match it at once; then `connect`.
+
+        `role` comes from SDP (RFC 4975 §5.4 / RFC 6135 a=setup, decided by the
+        caller). `options` go to `MsrpSession` (peer_accept_types, peer_max_size,
+        chunk_size, max_message_size, transaction_timeout, ...).
+        """
+        if role not in _ROLES:
+            raise ValueError(f"role must be one of {_ROLES}")
+        core = MsrpSession(
+            local_uri or self.new_local_uri(), peer_path, accept_types=accept_types, **options
+        )
+        self.table.add(core)
+        handle = Session(self, core, role, on_event)
+        self._handles[core.session_id] = handle
+        return handle
+
+    async def close(self) -> None:
+        for handle in list(self._handles.values()):
+            handle.close("endpoint closing")
+        for task in list(self._connecting.values()):
+            task.cancel()
+        links = list(self._links)
+        for link in links:
+            link.close()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+        if links:
+            await asyncio.wait([link.lost for link in links], timeout=5.0)
+
+    # -- internals -----------------------------------------------------------------
+    async def _outbound_link(self, first_hop: MsrpUri, timeout: float) -> Link:
+        key: _Key = (
+            first_hop.scheme,
+            first_hop.host.lower(),
+            first_hop.port or DEFAULT_PORT,
+            first_hop.transport.lower(),
+        )
+        link = self._outbound.get(key)
+        if link is not None and not link.core.closed:
+            return link
+        task = self._connecting.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._open(key, first_hop))
+            self._connecting[key] = task
+            task.add_done_callback(lambda _: self._connecting.pop(key, None))
+        return await asyncio.wait_for(asyncio.shield(task), timeout)
+
+    async def _open(self, key: _Key, uri: MsrpUri) -> Link:
+        loop = asyncio.get_running_loop()
+        ctx = None
+        if uri.secure:
+            ctx = self.ssl_client or _ssl.create_default_context()
+        _, link = await loop.create_connection(
+            lambda: Link(self, outbound=True, key=key),
+            uri.host,
+            key[2],
+            ssl=ctx,
+            server_hostname=uri.host if ctx is not None else None,
+        )
+        self._outbound[key] = link
+        return link
+
+    def _link_gone(self, link: Link) -> None:
+        self._links.discard(link)
+        if link.key is not None and self._outbound.get(link.key) is link:
+            del self._outbound[link.key]
+
+    def _connection_event(self, link: Link, event: ConnectionEvent) -> None:
+        if isinstance(event, SessionBound):
+            handle = self._handles.get(event.session.session_id)
+            if handle is not None:
+                handle._bind(link)
+            return
+        if isinstance(event, RequestRejected):
+            self.stats[f"rejected_{event.code}"] += 1
+            log.info("msrp %s refused %d %s", event.method, event.code, event.reason)
+        else:
+            self.stats["unmatched_responses"] += 1
+            log.debug("msrp unmatched response %s", event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _forget(self, handle: Session) -> None:
+        self.table.remove(handle.core)
+        if self._handles.get(handle.core.session_id) is handle:
+            del self._handles[handle.core.session_id]
