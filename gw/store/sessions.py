@@ -1,0 +1,182 @@
+"""The session table (ARCHITECTURE §3): one hash per session plus a deadline key.
+
+The deadline key expires when the session is due to end; its `expired` notification tells the
+owner to end it. The hash lives `grace` seconds longer so it can still be read then; keep
+`grace` above `cleanup_interval`, or a session whose notification was lost expires before the
+sweep sees it. Every write is one Lua script (one round trip, atomic, Cluster-safe: a
+session's keys share a hash tag); `touch` is the hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from gw.store import lua
+from gw.store.keys import KeySpace
+from gw.store.records import (
+    FIELDS,
+    SessionRecord,
+    decode_record,
+    encode_fields,
+    record_fields,
+)
+
+__all__ = ["SessionNotFound", "SessionRecord", "SessionStore", "scan_batch"]
+
+_TIMESTAMPS = frozenset({"created", "last_message", "last_send"})
+
+
+class SessionNotFound(KeyError):
+    """The session is gone (ended, expired, or never created)."""
+
+
+def scan_batch(hash_size: int) -> int:
+    """SCAN COUNT for a table of about 2**hash_size sessions, bounded to keep Redis responsive."""
+    return max(100, min(1 << hash_size, 5000))
+
+
+def check_binary_client(redis: Redis) -> None:
+    """msgpack fields need raw bytes: refuse a client that decodes responses."""
+    pool = getattr(redis, "connection_pool", None)
+    if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
+        raise ValueError("the store needs a Redis client with decode_responses=False")
+
+
+class SessionStore:
+    """The table for one key prefix; times are wall-clock epoch seconds (shared by nodes)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "msrpgw",
+        session_timeout: float = 43200,
+        message_timeout: float = 7200,
+        grace: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        check_binary_client(redis)
+        if session_timeout <= 0 or message_timeout <= 0 or grace < 0:
+            raise ValueError("timeouts must be positive and grace non-negative")
+        self.redis = redis
+        self.keys = KeySpace(prefix)
+        self.session_timeout = float(session_timeout)
+        self.message_timeout = float(message_timeout)
+        self.grace = float(grace)
+        self.clock = clock
+        self._create = redis.register_script(lua.CREATE)
+        self._touch = redis.register_script(lua.TOUCH)
+        self._update = redis.register_script(lua.UPDATE)
+        self._sweep = redis.register_script(lua.SWEEP)
+        self._delete = redis.register_script(lua.DELETE)
+        self._claim = redis.register_script(lua.CLAIM)
+
+    def _names(self, key: str) -> list[str]:
+        return [self.keys.session(key), self.keys.deadline(key)]
+
+    def _head(self, now: float) -> list[str]:
+        return [repr(now), repr(self.session_timeout), repr(self.message_timeout), repr(self.grace)]
+
+    def deadline(self, record: SessionRecord) -> float:
+        """When `record` is due to end (wall clock); the scripts compute the same value."""
+        last_message = max(record.created, record.last_message)
+        last_any = max(last_message, record.last_send)
+        return min(last_any + self.session_timeout, last_message + self.message_timeout)
+
+    async def create(self, record: SessionRecord) -> bool:
+        """Store `record` only if no session has its key. Zero timestamps are set to now
+        (in `record` too): both timeouts count from creation."""
+        if not record.key:
+            raise ValueError("session key must not be empty")
+        now = self.clock()
+        record.created = record.created or now
+        record.last_message = record.last_message or record.created
+        record.last_send = record.last_send or record.created
+        args: list[str | bytes] = [*self._head(now), *encode_fields(record_fields(record))]
+        return bool(await self._create(keys=self._names(record.key), args=args))
+
+    async def get(self, key: str) -> SessionRecord | None:
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.session(key)))
+        return decode_record(key, raw) if raw else None
+
+    async def touch(self, key: str, *, page_message: bool, now: float) -> None:
+        """Record activity (page-mode MESSAGE or MSRP SEND) and push the deadline: one EVALSHA.
+        Raises SessionNotFound when the session is gone."""
+        field = "last_message" if page_message else "last_send"
+        if not await self._touch(keys=self._names(key), args=[*self._head(now), field]):
+            raise SessionNotFound(key)
+
+    async def update(self, key: str, **fields: Any) -> bool:
+        """Set fields of an existing session (never recreates one); False if it is gone.
+        Changing a timestamp recomputes the deadline."""
+        if not fields:
+            return await self.redis.exists(self.keys.session(key)) == 1
+        unknown = set(fields) - FIELDS
+        if unknown:
+            raise TypeError(f"unknown session fields: {sorted(unknown)}")
+        rearm = b"1" if _TIMESTAMPS & set(fields) else b"0"
+        args: list[str | bytes] = [*self._head(self.clock()), rearm, *encode_fields(fields)]
+        return bool(await self._update(keys=self._names(key), args=args))
+
+    async def delete(self, key: str, *, owner: str | None = None) -> bool:
+        """Remove the session and its deadline (no `expired` event); with `owner`, only if
+        that node still owns it, so a node never deletes a session taken over meanwhile."""
+        args = [] if owner is None else [owner]
+        return bool(await self._delete(keys=self._names(key), args=args))
+
+    async def claim(self, key: str, *, expected_owner: str, new_owner: str) -> SessionRecord | None:
+        """Take a session over: compare-and-set of the owner, epoch + 1. None if the owner
+        was not `expected_owner` (someone else won) or the session is gone."""
+        reply = await self._claim(keys=[self.keys.session(key)], args=[expected_owner, new_owner])
+        if not reply:
+            return None
+        flat = cast(list[bytes], reply)
+        return decode_record(key, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    async def _scan(self, count: int) -> AsyncIterator[list[str]]:
+        """Batches of session keys; SCAN may repeat a key, so repeats are dropped."""
+        seen: set[str] = set()
+        cursor = 0
+        pattern = self.keys.session_pattern()
+        while True:
+            cursor, names = await self.redis.scan(cursor, match=pattern, count=count)
+            batch = []
+            for name in names:
+                key = self.keys.key_of_session(name)
+                if key is not None and key not in seen:
+                    seen.add(key)
+                    batch.append(key)
+            if batch:
+                yield batch
+            if cursor == 0:
+                return
+
+    async def iter_sessions(self, count: int = 1000) -> AsyncIterator[SessionRecord]:
+        """Every session, in SCAN order: one SCAN plus one pipelined HGETALL per batch."""
+        async for batch in self._scan(count):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in batch:
+                    pipe.hgetall(self.keys.session(key))
+                raws = await pipe.execute()
+            for key, raw in zip(batch, raws, strict=True):
+                if raw:  # ended between SCAN and HGETALL
+                    yield decode_record(key, raw)
+
+    async def expired_sweep(self, now: float | None = None, *, count: int = 1000) -> list[str]:
+        """Keys of sessions past their deadline whose deadline key is gone: what expiry
+        notifications missed. A deadline key lost early (eviction, manual DEL) is re-armed.
+        A key may also be in flight from a notification: ending a session must be idempotent."""
+        now = self.clock() if now is None else now
+        head = self._head(now)
+        expired: list[str] = []
+        async for batch in self._scan(count):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in batch:
+                    await self._sweep(keys=self._names(key), args=head, client=pipe)
+                results = await pipe.execute()
+            expired += [key for key, res in zip(batch, results, strict=True) if res == 1]
+        return expired
