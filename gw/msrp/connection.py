@@ -7,6 +7,10 @@ connection 506, and nothing is ever answered to a REPORT. Responses are routed
 back to the session by transaction id. Bytes out are pulled round-robin from
 the bound sessions. A connection with no session bound is closed after
 `idle_timeout`, so one that never sends anything valid does not linger.
+
+Other users of the same stream (an RFC 4976 relay client AUTHing on it) plug in
+through `response_hook`, which may claim responses before they are routed, and
+`queue_frame`, which sends their requests between the sessions' whole frames.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gw.msrp.events import RequestRejected, UnmatchedResponse
@@ -22,7 +27,7 @@ from gw.msrp.outgoing import OutgoingMessage
 from gw.msrp.session import MsrpSession
 from gw.msrp.uri import MsrpUriError
 
-__all__ = ["ConnectionEvent", "MsrpConnection", "SessionBound", "SessionTable"]
+__all__ = ["ConnectionEvent", "MsrpConnection", "ResponseHook", "SessionBound", "SessionTable"]
 
 _QUANTUM = 1 << 16  # bytes pulled from one session before the next gets a turn
 _OVERHEAD = 256  # rough header bytes per frame, for budgets
@@ -36,6 +41,10 @@ class SessionBound:
 
 
 ConnectionEvent = SessionBound | RequestRejected | UnmatchedResponse
+
+ResponseHook = Callable[[Frame | FrameError], bool]
+"""Offered each response no session transaction owns, readable (`Frame`) or not
+(`FrameError` with a tid); returns True to claim it, so the core drops it silently."""
 
 
 class SessionTable:
@@ -76,7 +85,12 @@ class SessionTable:
 
 
 class MsrpConnection:
-    """One MSRP connection; `outbound` when we opened it (we are the active side)."""
+    """One MSRP connection; `outbound` when we opened it (we are the active side).
+
+    `keep_open` exempts it from the idle timeout (and tells the adapter not to
+    close it with its last session): a relay grant lives only as long as its
+    connection. It may be changed at any time; the idle clock runs regardless.
+    """
 
     def __init__(
         self,
@@ -87,10 +101,14 @@ class MsrpConnection:
         idle_timeout: float = 30.0,
         max_chunk_size: int = 1 << 20,
         max_header_bytes: int = 16384,
+        keep_open: bool = False,
+        response_hook: ResponseHook | None = None,
     ) -> None:
         self.table = table
         self.outbound = outbound
         self.idle_timeout = idle_timeout
+        self.keep_open = keep_open
+        self.response_hook = response_hook
         self.closed = False
         self.close_reason: str | None = None
         self._parser = FrameParser(max_chunk_size, max_header_bytes)
@@ -176,14 +194,14 @@ class MsrpConnection:
             self.close("framing lost")
 
     def receive_frame(self, frame: Frame, now: float) -> None:
-        """One parsed frame (also for adapters that parse themselves, e.g. a relay link)."""
+        """One parsed frame (also for adapters that parse themselves)."""
         if frame.method is None:
             session = self._tids.pop(frame.tid, None)
-            if session is None or session.connection is not self:
-                self._events.append(UnmatchedResponse(frame.tid, frame.status))
-            elif session.handle_response(frame, now):
-                self.wake(session)
-            else:
+            if session is not None and session.connection is self:
+                if session.handle_response(frame, now):
+                    self.wake(session)
+                    return
+            if not self._claimed(frame):
                 self._events.append(UnmatchedResponse(frame.tid, frame.status))
             return
         match = self.table.match(frame)
@@ -206,8 +224,14 @@ class MsrpConnection:
             self._control.append(make_response(frame, code, reason))
         self._events.append(RequestRejected(code, reason, frame.method, frame.message_id, answered))
 
+    def _claimed(self, item: Frame | FrameError) -> bool:
+        return self.response_hook is not None and self.response_hook(item)
+
     def _frame_error(self, error: FrameError) -> None:
         request, answered = error.request, False
+        is_response = request is None or request.method is None
+        if is_response and error.tid is not None and self._claimed(error):
+            return
         if (
             request is not None
             and request.method not in (None, "REPORT")
@@ -223,6 +247,14 @@ class MsrpConnection:
         self._events.append(RequestRejected(error.code, error.reason, method, mid, answered))
 
     # -- output ------------------------------------------------------------------
+    def queue_frame(self, frame: Frame) -> None:
+        """Send a frame of our own (e.g. an RFC 4976 AUTH) ahead of session data,
+        never inside another frame. Its response goes to `response_hook`.
+        ValueError if it cannot be serialized; dropped once the connection closed."""
+        serialize(frame)  # fail here, not later in the adapter's write path
+        if not self.closed:
+            self._control.append(frame)
+
     def data_to_send(self, now: float, max_bytes: int = 1 << 18) -> bytes:
         """Up to about `max_bytes` to write; b"" when there is nothing to send."""
         return b"".join(serialize(f) for f in self.frames_to_send(now, max_bytes))
@@ -267,13 +299,15 @@ class MsrpConnection:
                 del self._scheduled[sid]
             if session is not None:
                 self._schedule(session)
-        deadlines = [d for d in (self._idle_deadline,) if d is not None]
+        idle = None if self.keep_open else self._idle_deadline
+        deadlines = [d for d in (idle,) if d is not None]
         if self._timers:
             deadlines.append(self._timers[0][0])
         return min(deadlines) if deadlines else None
 
     def on_timer(self, now: float) -> None:
-        if self._idle_deadline is not None and now >= self._idle_deadline and not self.closed:
+        idle = None if self.keep_open else self._idle_deadline
+        if idle is not None and now >= idle and not self.closed:
             self.close("idle: no session on this connection")
         timers = self._timers
         while timers and timers[0][0] <= now:

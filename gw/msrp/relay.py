@@ -202,9 +202,18 @@ class RelayClient:
                 deadline = min(deadline, self.expires_at)
         return None if deadline is None else max(deadline, now)
 
-    def handles(self, frame: Frame) -> bool:
-        """True for responses to our AUTHs (also late ones, which `receive` ignores)."""
-        return frame.method is None and (frame.tid == self._tid or frame.tid in self._old_tids)
+    def handles(self, frame: Frame | FrameError) -> bool:
+        """True for responses to our AUTHs (also late ones, which `receive` ignores),
+        readable or not (a response's `FrameError` goes to `receive_unreadable`)."""
+        if isinstance(frame, FrameError):
+            head, tid = frame.request, frame.tid
+            if tid is None or (head is not None and head.method is not None):
+                return False
+        elif frame.method is not None:
+            return False
+        else:
+            tid = frame.tid
+        return tid == self._tid or tid in self._old_tids
 
     def frames_to_send(self) -> list[Frame]:
         """Take the AUTH requests queued since the last call, in order."""

@@ -22,6 +22,7 @@ class GatewayProcess:
         self.env.setdefault("MSRPGW_NODE__STATE_DIR", str(self.dir / "state"))
         self.env.setdefault("MSRPGW_SIP__LISTEN", "udp:127.0.0.1:0,tcp:127.0.0.1:0")
         self.env.setdefault("MSRPGW_MGMT__LISTEN", "127.0.0.1:0")
+        self.env.setdefault("MSRPGW_MSRP__LISTEN", "msrp://127.0.0.1:0;tcp")
         self.log = self.dir / "node.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready: dict[str, Any] = {}
