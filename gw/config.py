@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import tomllib
 import types
@@ -163,6 +164,9 @@ class Config:
                 raise ConfigError("sip.listen has tls: but tls.cert_file/tls.key_file are empty")
         if not 0 < self.sip.t1 <= self.sip.t2:
             raise ConfigError("sip.t1 must be > 0 and <= sip.t2")
+        scheme, _, _ = parse_msrp_listen(self.msrp.listen)
+        if scheme == "msrps" and not (self.tls.cert_file and self.tls.key_file):
+            raise ConfigError("msrp.listen is msrps: but tls.cert_file/tls.key_file are empty")
         if self.msrp.chunk_size <= 0 or self.msrp.chunk_size > self.msrp.max_chunk_size:
             raise ConfigError("msrp.chunk_size must be > 0 and <= msrp.max_chunk_size")
         host, _, port = self.mgmt.listen.rpartition(":")
@@ -172,6 +176,17 @@ class Config:
             raise ConfigError("mgmt.token is required when mgmt.listen is not a loopback address")
         if self.log.level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("log.level must be debug, info, warning or error")
+
+
+def parse_msrp_listen(text: str) -> tuple[str, str, int]:
+    """`msrp://host:port;tcp` (port 0: OS-picked) -> (scheme, host, port)."""
+    m = re.match(r"^(msrps?)://(\[[0-9A-Fa-f:.]+\]|[^:/;\[\]]+):(\d+)(?:;tcp)?$", text.strip())
+    if m is None:
+        raise ConfigError(f"msrp.listen must look like msrp://host:port;tcp, got {text!r}")
+    port = int(m.group(3))
+    if port > 65535:
+        raise ConfigError(f"msrp.listen port out of range: {text!r}")
+    return m.group(1), m.group(2).strip("[]"), port
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:

@@ -16,13 +16,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gw import __version__
-from gw.config import Config
+from gw.config import Config, parse_msrp_listen
 from gw.gateway.engine import Gateway, GatewaySettings
 from gw.gateway.policy import Policy, load_hook, split_types
 from gw.mgmt.http import MgmtServer
 from gw.mgmt.mi import MiError, MiParams
 from gw.msrp.endpoint import MsrpEndpoint
-from gw.msrp.uri import parse_msrp_uri
 from gw.sip.endpoint import EndpointConfig, SipEndpoint
 from gw.sip.message import Limits
 from gw.sip.transaction import Address, Timers
@@ -69,12 +68,12 @@ class Node:
             ),
             self._handle,
         )
-        murl = parse_msrp_uri(cfg.msrp.listen)
+        scheme, host, port = parse_msrp_listen(cfg.msrp.listen)
         self.msrp = MsrpEndpoint(
-            murl.host,
-            murl.port or 0,
-            advertised_host=cfg.sip.advertised_host or murl.host,
-            ssl_server=self.tls_server if murl.secure else None,
+            host,
+            port,
+            advertised_host=cfg.sip.advertised_host or host,
+            ssl_server=self.tls_server if scheme == "msrps" else None,
             ssl_client=self.tls_client,
             max_chunk_size=cfg.msrp.max_chunk_size,
         )

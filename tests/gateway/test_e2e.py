@@ -1,0 +1,126 @@
+"""End to end: a real `msrp-gw run` process, a real Redis, SIPp as the page-mode user,
+and a gw.msrp client as the session-mode user. They talk only over SIP, MSRP and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.support.msrp_user import MsrpUser
+from tests.support.node import GatewayProcess
+from tests.support.redis_server import RedisServer
+from tests.support.sipp import Sipp
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture
+async def msrp_user() -> AsyncIterator[MsrpUser]:
+    user = MsrpUser()
+    await user.start()
+    yield user
+    await user.close()
+
+
+def start_gateway(redis_server: RedisServer, msrp_user: MsrpUser, **env: str) -> GatewayProcess:
+    node = GatewayProcess(
+        env={
+            "MSRPGW_STORE__URL": redis_server.url,
+            "MSRPGW_NODE__ID": "gw-test",
+            "MSRPGW_SIP__T1": "0.1",
+            "MSRPGW_SIP__T2": "0.4",
+            "MSRPGW_GATEWAY__RURI_REWRITE": f"sip:{{user}}@127.0.0.1:{msrp_user.sip_port}",
+            "MSRPGW_GATEWAY__SETUP_TIMEOUT": "3",
+            "MSRPGW_GATEWAY__DELIVERY_TIMEOUT": "5",
+            **env,
+        }
+    )
+    node.start()
+    return node
+
+
+async def stop(node: GatewayProcess) -> None:
+    code = await asyncio.to_thread(node.stop)
+    assert code == 0, node.output()
+
+
+async def test_page_to_session_mode(redis_server: RedisServer, msrp_user: MsrpUser) -> None:
+    node = start_gateway(redis_server, msrp_user)
+    try:
+        sipp = Sipp(
+            "message_uac.xml",
+            remote=node.sip("udp"),
+            calls=3,
+            replace={"EXPECT": "200"},
+            extra=["-r", "1", "-rp", "300"],
+        )
+        result = await sipp.run()
+        assert result.returncode == 0, result.errors + node.output()
+        received = await msrp_user.wait_for(3)
+        assert [r.body for r in received] == [
+            b"hello from sipp 1\r\n",
+            b"hello from sipp 2\r\n",
+            b"hello from sipp 3\r\n",
+        ]
+        assert all(r.content_type == "text/plain" for r in received)
+        assert len(msrp_user.invites) == 1, "later MESSAGEs reuse the session"
+        redis = Redis.from_url(redis_server.url)
+        keys = [k async for k in redis.scan_iter(match="msrpgw:sess:*")]
+        await redis.aclose()
+        assert len(keys) == 1
+    finally:
+        await stop(node)
+    assert msrp_user.byes == 1, "SIGTERM ends the session with BYE"
+
+
+async def test_setup_failure_keeps_the_invite_code_and_raises_event(
+    redis_server: RedisServer, msrp_user: MsrpUser
+) -> None:
+    msrp_user.invite_status = 486
+    node = start_gateway(redis_server, msrp_user)
+    redis = Redis.from_url(redis_server.url)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe("msrpgw:events")
+    try:
+        sipp = Sipp("message_uac.xml", remote=node.sip("udp"), replace={"EXPECT": "486"})
+        result = await sipp.run()
+        assert result.returncode == 0, result.errors + node.output()
+        event = None
+        for _ in range(50):
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if msg is not None:
+                data = json.loads(msg["data"])
+                if data["event"] == "E_MSRP_GW_SETUP_FAILED":
+                    event = data
+                    break
+        assert event is not None
+        assert event["data"]["code"] == 486
+        assert event["data"]["reason"] == "Busy Here"
+        assert event["data"]["to_uri"].startswith("sip:alice@")
+        assert event["data"]["from_uri"].startswith("sip:bob@")
+    finally:
+        await pubsub.aclose()
+        await redis.aclose()
+        await stop(node)
+
+
+async def test_session_to_page_mode(redis_server: RedisServer, msrp_user: MsrpUser) -> None:
+    node = start_gateway(redis_server, msrp_user)
+    sipp = Sipp("message_uas.xml")
+    await sipp.start()
+    try:
+        status, handle = await msrp_user.call(node.sip("udp"), to=f"alice@127.0.0.1:{sipp.port}")
+        assert status == 200
+        assert handle is not None
+        outcome = await handle.send(b"hello page mode", "text/plain", success_report=True)
+        assert type(outcome).__name__ == "MessageDelivered", outcome
+        result = await sipp.wait()
+        assert result.returncode == 0, result.errors + node.output()
+        assert "hello page mode" in result.messages
+        assert "Content-Type: text/plain" in result.messages
+    finally:
+        await stop(node)

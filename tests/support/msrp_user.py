@@ -1,0 +1,157 @@
+"""A session-mode IM client for tests: a gw.sip UA plus a gw.msrp endpoint.
+
+It answers the gateway's INVITEs (or sends its own), keeps the MSRP sessions,
+and records every message it receives. Behaviour knobs let tests script failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from gw.msrp.endpoint import MsrpEndpoint
+from gw.msrp.endpoint import Session as MsrpHandle
+from gw.msrp.events import MessageReceived, SessionEvent
+from gw.sip.dialog import Dialog
+from gw.sip.endpoint import EndpointConfig, IncomingRequest, SipEndpoint
+from gw.sip.sdp import build_msrp_answer, build_msrp_offer, find_msrp_media, parse_sdp, we_connect
+from gw.sip.transaction import Address, Timers
+from gw.sip.transport import ListenSpec
+
+
+@dataclass
+class Received:
+    content_type: str
+    body: bytes
+    message_id: str
+
+
+@dataclass
+class MsrpUser:
+    invite_status: int = 200
+    accept_types: list[str] = field(default_factory=lambda: ["text/plain"])
+    sip: SipEndpoint | None = None
+    msrp: MsrpEndpoint | None = None
+    sessions: list[MsrpHandle] = field(default_factory=list)
+    dialogs: list[Dialog] = field(default_factory=list)
+    invites: list[IncomingRequest] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+    byes: int = 0
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    answer_path: str | None = None  # override a=path in our answer (e.g. a dead port)
+
+    async def start(self) -> None:
+        self.sip = SipEndpoint(EndpointConfig(timers=Timers(t1=0.1, t2=0.4)), self._handle)
+        await self.sip.start([ListenSpec("UDP", "127.0.0.1", 0), ListenSpec("TCP", "127.0.0.1", 0)])
+        self.msrp = MsrpEndpoint("127.0.0.1", 0)
+        await self.msrp.start()
+
+    async def close(self) -> None:
+        if self.msrp is not None:
+            await self.msrp.close()
+        if self.sip is not None:
+            await self.sip.close()
+
+    @property
+    def sip_port(self) -> int:
+        assert self.sip is not None
+        return self.sip.local("UDP").port
+
+    def uri(self, user: str = "bob") -> str:
+        return f"sip:{user}@127.0.0.1:{self.sip_port}"
+
+    def _on_event(self, event: SessionEvent) -> None:
+        if isinstance(event, MessageReceived):
+            self.received.append(Received(event.content_type, event.body, event.message_id))
+            self.arrived.set()
+
+    async def _handle(self, incoming: IncomingRequest) -> None:
+        req = incoming.request
+        if req.method == "ACK":
+            return
+        if req.method == "BYE":
+            self.byes += 1
+            incoming.respond(200)
+            return
+        if req.method != "INVITE":
+            incoming.respond(405)
+            return
+        self.invites.append(incoming)
+        if self.invite_status != 200:
+            incoming.respond(self.invite_status)
+            return
+        assert self.msrp is not None
+        offer_sdp = parse_sdp(req.body)
+        media = find_msrp_media(offer_sdp)
+        assert media is not None
+        local = self.msrp.new_local_uri()
+        answer = build_msrp_answer(
+            media,
+            address="127.0.0.1",
+            port=self.msrp.uri.port or 0,
+            path=[self.answer_path or str(local)],
+            accept_types=self.accept_types,
+            setup="passive" if media.setup else None,
+            offer_sdp=offer_sdp,
+        )
+        handle = self.msrp.create_session(
+            media.path,
+            local_uri=local,
+            role="passive",
+            accept_types=self.accept_types,
+            on_event=self._on_event,
+            peer_accept_types=media.accept_types,
+        )
+        self.sessions.append(handle)
+        incoming.respond(200, body=answer.to_bytes(), content_type="application/sdp")
+
+    async def call(
+        self, gateway: tuple[str, int], *, to: str, from_user: str = "bob"
+    ) -> tuple[int, MsrpHandle | None]:
+        """Set up a session towards the gateway (the msrp_gw_answer direction)."""
+        assert self.sip is not None and self.msrp is not None
+        local = self.msrp.new_local_uri()
+        offer = build_msrp_offer(
+            address="127.0.0.1",
+            port=self.msrp.uri.port or 0,
+            path=[str(local)],
+            accept_types=self.accept_types,
+            setup="actpass",
+        )
+        to_user = to.split("@", 1)[0]
+        req = self.sip.new_request(
+            "INVITE",
+            f"sip:{to_user}@{gateway[0]}:{gateway[1]}",
+            from_=f"<sip:{from_user}@127.0.0.1:{self.sip_port}>",
+            to=f"<sip:{to}>",
+            body=offer.to_bytes(),
+            content_type="application/sdp",
+            headers=[("Contact", f"<{self.sip.contact_uri('UDP')}>")],
+        )
+        response, dialog = await self.sip.invite(req, Address("UDP", *gateway))
+        if dialog is None:
+            return response.status, None
+        self.dialogs.append(dialog)
+        media = find_msrp_media(parse_sdp(response.body))
+        assert media is not None
+        active = we_connect(we_offered=True, offer="actpass", answer=media.setup)
+        handle = self.msrp.create_session(
+            media.path,
+            local_uri=local,
+            role="active" if active else "passive",
+            accept_types=self.accept_types,
+            on_event=self._on_event,
+            peer_accept_types=media.accept_types,
+        )
+        await handle.connect(timeout=5)
+        self.sessions.append(handle)
+        return response.status, handle
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        async def _wait() -> None:
+            while len(self.received) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        await asyncio.wait_for(_wait(), timeout)
+        return self.received
