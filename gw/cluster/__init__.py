@@ -1,0 +1,1 @@
+"""Cluster: node registry, node-to-node calls, owner routing."""
