@@ -196,12 +196,7 @@ class MsrpConnection:
     def receive_frame(self, frame: Frame, now: float) -> None:
         """One parsed frame (also for adapters that parse themselves)."""
         if frame.method is None:
-            session = self._tids.pop(frame.tid, None)
-            if session is not None and session.connection is self:
-                if session.handle_response(frame, now):
-                    self.wake(session)
-                    return
-            if not self._claimed(frame):
+            if not self._route_response(frame, now) and not self._claimed(frame):
                 self._events.append(UnmatchedResponse(frame.tid, frame.status))
             return
         match = self.table.match(frame)
@@ -223,6 +218,15 @@ class MsrpConnection:
         if answered:
             self._control.append(make_response(frame, code, reason))
         self._events.append(RequestRejected(code, reason, frame.method, frame.message_id, answered))
+
+    def _route_response(self, frame: Frame, now: float) -> bool:
+        session = self._tids.pop(frame.tid, None)
+        if session is None or session.connection is not self:
+            return False
+        if not session.handle_response(frame, now):
+            return False
+        self.wake(session)
+        return True
 
     def _claimed(self, item: Frame | FrameError) -> bool:
         return self.response_hook is not None and self.response_hook(item)

@@ -7,6 +7,10 @@ for every session whose first hop has the same authority (RFC 4975 §6 via the
 To-Path's first URI; RFC 6135: only the active side can reuse, because only it
 knows where a connection leads). The passive side binds sessions to whatever
 inbound connection their first request arrives on.
+
+With `use_relay` (RFC 4976) one outbound connection is AUTHed at a relay and
+kept open: the relay delivers to us only over it, so every relayed session is
+carried on it, advertising Use-Path + its URI and sending to Use-Path + peer path.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from gw.msrp.events import (
     SessionClosed,
     SessionEvent,
 )
+from gw.msrp.frame import Frame, FrameError
 from gw.msrp.outgoing import OutgoingMessage
-from gw.msrp.session import MsrpSession
-from gw.msrp.uri import MsrpUri, new_session_id
+from gw.msrp.relay import AuthFailed, RelayAuthError, RelayClient, RelayEvent
+from gw.msrp.session import MsrpSession, to_path
+from gw.msrp.uri import MsrpUri, new_session_id, parse_msrp_uri
 
 __all__ = ["DEFAULT_PORT", "Link", "MsrpEndpoint", "MsrpSessionError", "Session"]
 
@@ -41,6 +47,11 @@ DEFAULT_PORT = 2855
 _ROLES = ("active", "passive")
 _OUTCOMES = (MessageDelivered, MessageFailed, MessageAborted)
 _Key = tuple[str, str, int, str]
+
+
+def _key(uri: MsrpUri) -> _Key:
+    """Connection-reuse key: the first hop's authority and transport."""
+    return (uri.scheme, uri.host.lower(), uri.port or DEFAULT_PORT, uri.transport.lower())
 
 
 class MsrpSessionError(Exception):
@@ -55,7 +66,9 @@ class MsrpSessionError(Exception):
 class Link(asyncio.Protocol):
     """One TCP/TLS connection driving one `MsrpConnection` core."""
 
-    def __init__(self, endpoint: MsrpEndpoint, *, outbound: bool, key: _Key | None) -> None:
+    def __init__(
+        self, endpoint: MsrpEndpoint, *, outbound: bool, key: _Key | None, keep_open: bool = False
+    ) -> None:
         self.endpoint = endpoint
         self.outbound = outbound
         self.key = key
@@ -66,20 +79,35 @@ class Link(asyncio.Protocol):
             outbound=outbound,
             idle_timeout=endpoint.idle_timeout,
             max_chunk_size=endpoint.max_chunk_size,
+            keep_open=keep_open,
         )
         self.transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self._paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._relay: _RelayBinding | None = None
 
     @property
     def peername(self) -> Any:
         return None if self.transport is None else self.transport.get_extra_info("peername")
 
-    def close(self) -> None:
+    @property
+    def keep_open(self) -> bool:
+        """Survive the idle timeout and the end of the last session (a relay
+        grant is tied to this connection); `close` still closes it."""
+        return self.core.keep_open
+
+    @keep_open.setter
+    def keep_open(self, value: bool) -> None:
+        self.core.keep_open = value
+        self.kick()  # re-arm the timer: the idle deadline counts again, or no longer
+
+    def close(self, reason: str = "closed locally") -> None:
         """Close after writing what is pending; sessions on it end with 408."""
-        self.core.close("closed locally")
+        if self._relay is not None:
+            self._relay.stop()
+        self.core.close(reason)
         self.kick()
 
     # -- asyncio.Protocol ----------------------------------------------------------
@@ -97,6 +125,8 @@ class Link(asyncio.Protocol):
             self._timer.cancel()
         self.core.connection_lost(None if exc is None else f"connection lost: {exc}")
         self._dispatch()
+        if self._relay is not None:
+            self._relay.lost()
         self.endpoint._link_gone(self)
         if not self.lost.done():
             self.lost.set_result(None)
@@ -145,6 +175,107 @@ class Link(asyncio.Protocol):
                 handle._pump()
 
 
+class _RelayBinding:
+    """Runs a `RelayClient` on a `Link`. AUTH answers are claimed before the core
+    routes responses, AUTHs go out between whole frames, refreshes run on a loop
+    timer. A failed AUTH or refresh closes the link: without a grant the relay
+    delivers nothing to us, so its sessions had better end now than time out."""
+
+    def __init__(
+        self, link: Link, client: RelayClient, on_event: Callable[[RelayEvent], None] | None
+    ) -> None:
+        self.link = link
+        self.client = client
+        self.on_event = on_event
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiters: list[asyncio.Future[RelayEvent]] = []
+        self._gone = False
+        link._relay = self
+        link.core.response_hook = self._claim
+
+    @property
+    def up(self) -> bool:
+        return self.client.authenticated and not self.link.core.closed
+
+    def start(self) -> asyncio.Future[RelayEvent]:
+        """Send the first AUTH; the future gets the grant or the failure."""
+        fut: asyncio.Future[RelayEvent] = self.link.loop.create_future()
+        self._waiters.append(fut)
+        self.client.start(self.link.loop.time())
+        self._flush()
+        self.link.kick()
+        return fut
+
+    def release(self) -> None:
+        """No longer the endpoint's relay: close once the last session is gone."""
+        self.link.keep_open = False
+        if not self.link.core.sessions:
+            self.link.close()
+
+    def stop(self) -> None:
+        self.client.close()
+        self._cancel_timer()
+        self._settle(AuthFailed(None, "relay link closed"))
+
+    def lost(self) -> None:
+        self._gone = True
+        self._cancel_timer()
+        self._dispatch(self.client.connection_lost())
+        self._settle(AuthFailed(None, "relay connection lost"))
+
+    def _claim(self, item: Frame | FrameError) -> bool:
+        if not self.client.handles(item):
+            return False
+        if isinstance(item, FrameError):
+            events = self.client.receive_unreadable(item.tid, item.reason)
+        else:
+            events = self.client.receive(item, self.link.loop.time())
+        self._flush()  # the core is mid-receive: the link kicks afterwards
+        self._dispatch(events)
+        return True
+
+    def _fire(self) -> None:
+        self._timer = None
+        events = self.client.on_timer(self.link.loop.time())
+        self._flush()
+        self._dispatch(events)
+        self.link.kick()
+
+    def _flush(self) -> None:
+        for frame in self.client.frames_to_send():
+            self.link.core.queue_frame(frame)
+        self._cancel_timer()
+        loop = self.link.loop
+        deadline = self.client.next_refresh(loop.time())
+        if deadline is not None and not self._gone:
+            self._timer = loop.call_at(deadline, self._fire)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _settle(self, event: RelayEvent) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(event)
+
+    def _dispatch(self, events: list[RelayEvent]) -> None:
+        for event in events:
+            log.info("msrp relay %s: %s", self.client.relay_uri, event)
+            self._settle(event)
+            if isinstance(event, AuthFailed):
+                self.link.endpoint.stats["relay_auth_failed"] += 1
+                if not self._gone:
+                    self.link.close(f"relay AUTH failed: {event.status} {event.reason}")
+            if self.on_event is not None:
+                try:
+                    self.on_event(event)
+                except Exception:  # a callback bug must not break the connection
+                    log.exception("msrp relay %s: on_event failed", self.client.relay_uri)
+
+
 class Session:
     """Asyncio handle of one MSRP session; create it with `MsrpEndpoint.create_session`."""
 
@@ -154,11 +285,15 @@ class Session:
         core: MsrpSession,
         role: str,
         on_event: Callable[[SessionEvent], None] | None,
+        relay: _RelayBinding | None = None,
+        use_path: tuple[MsrpUri, ...] = (),
     ) -> None:
         self.endpoint = endpoint
         self.core = core
         self.role = role
+        self.use_path = use_path  # our relay's Use-Path when created: fixed for its life
         self.link: Link | None = None
+        self._relay = relay
         self._on_event = on_event
         self._queue: asyncio.Queue[SessionEvent] = asyncio.Queue()
         self._waiters: dict[str, asyncio.Future[Outcome]] = {}
@@ -171,7 +306,17 @@ class Session:
 
     @property
     def peer_path(self) -> tuple[MsrpUri, ...]:
-        return self.core.peer_path
+        """The peer's a=path (without our relay's Use-Path)."""
+        return self.core.peer_path[len(self.use_path) :]
+
+    @property
+    def local_path(self) -> tuple[MsrpUri, ...]:
+        """Our a=path for SDP: the relay's Use-Path, if relayed, then our URI."""
+        return (*self.use_path, self.core.local_uri)
+
+    @property
+    def relayed(self) -> bool:
+        return self._relay is not None
 
     @property
     def closed(self) -> bool:
@@ -179,8 +324,9 @@ class Session:
 
     async def connect(self, timeout: float = 30.0) -> None:
         """Active: open (or reuse) a connection to the first hop and send the empty
-        SEND (§5.4), returning once the peer accepted it. Passive: wait until the
-        peer's first request binds us. MsrpSessionError / TimeoutError on failure."""
+        SEND (§5.4), returning once the peer accepted it; a relayed session uses
+        the relay connection, never a fresh unauthenticated one. Passive: wait
+        until the peer's first request binds us. MsrpSessionError / TimeoutError."""
         if self.core.closed:
             raise MsrpSessionError(481, "session closed")
         if self.core.connection is None and self.role == "passive":
@@ -188,10 +334,15 @@ class Session:
             return
         if self.core.connection is not None:
             return
-        try:
-            link = await self.endpoint._outbound_link(self.core.peer_path[0], timeout)
-        except (OSError, TimeoutError) as exc:
-            raise MsrpSessionError(408, f"cannot connect: {exc!r}") from exc
+        if self._relay is not None:
+            if not self._relay.up:
+                raise MsrpSessionError(408, f"relay link down: {self._relay.client.state.value}")
+            link = self._relay.link
+        else:
+            try:
+                link = await self.endpoint._outbound_link(self.core.peer_path[0], timeout)
+            except (OSError, TimeoutError) as exc:
+                raise MsrpSessionError(408, f"cannot connect: {exc!r}") from exc
         if self.core.connection is not None or self.core.closed:
             return  # bound meanwhile by an inbound request, or closed
         empty = link.core.attach(self.core, link.loop.time())
@@ -275,13 +426,13 @@ class Session:
 
     def close(self, reason: str = "closed") -> None:
         """End the session: pending messages fail (481), aborts are flushed, and a
-        connection we opened is closed once no session uses it."""
+        connection we opened is closed once no session uses it (unless keep-open)."""
         self.core.close(reason)
         self._wake()
         link = self.link
         if link is not None and self.core.connection is link.core:
             link.core.detach(self.core, link.loop.time())
-            if link.outbound and not link.core.sessions:
+            if link.outbound and not link.core.sessions and not link.keep_open:
                 link.core.close("no session left")
             link.kick()  # closes, or arms the idle timer of an inbound connection
         self._pump()
@@ -354,6 +505,8 @@ class MsrpEndpoint:
         self._outbound: dict[_Key, Link] = {}
         self._connecting: dict[_Key, asyncio.Task[Link]] = {}
         self._handles: dict[str, Session] = {}
+        self._relay: _RelayBinding | None = None
+        self._relay_lock = asyncio.Lock()
 
     @property
     def uri(self) -> MsrpUri:
@@ -365,6 +518,77 @@ class MsrpEndpoint:
     @property
     def connections(self) -> list[Link]:
         return list(self._links)
+
+    @property
+    def relay(self) -> RelayClient | None:
+        """The client `use_relay` set up (state, use_path, expires), or None."""
+        return None if self._relay is None else self._relay.client
+
+    @property
+    def relay_link(self) -> Link | None:
+        """The connection AUTHed at the relay (closed if the relay is down)."""
+        return None if self._relay is None else self._relay.link
+
+    @property
+    def use_path(self) -> tuple[MsrpUri, ...]:
+        """The relay's current Use-Path; () without a relay or while it is down."""
+        return self._relay.client.use_path if self._relay is not None else ()
+
+    def local_path(
+        self, local_uri: MsrpUri, *, via_relay: bool | None = None
+    ) -> tuple[MsrpUri, ...]:
+        """Our a=path for a session URI, before the session exists (SDP offer):
+        Use-Path + `local_uri` when relayed (see `create_session`), else `local_uri`."""
+        relay = self._relay_for(via_relay)
+        return (local_uri,) if relay is None else (*relay.client.use_path, local_uri)
+
+    async def use_relay(
+        self,
+        relay_uri: MsrpUri | str,
+        username: str,
+        password: str,
+        expires: int | None = None,
+        *,
+        timeout: float = 30.0,
+        on_event: Callable[[RelayEvent], None] | None = None,
+    ) -> list[MsrpUri]:
+        """Connect to an RFC 4976 relay (msrps: over TLS), AUTH, and return its Use-Path.
+
+        The relay delivers to us only on the connection we AUTHed on, so that
+        connection is kept open (`Link.keep_open`), its grant refreshed before
+        Expires, and it carries every session created afterwards (unless
+        `via_relay=False`). Grants and failures go to `on_event`; a failed
+        refresh or a lost connection ends the relayed sessions, and relayed
+        `create_session` then fails with 503 until `use_relay` succeeds again.
+        Calling it again replaces the relay; the old connection closes after its
+        last session. RelayAuthError, OSError or TimeoutError on failure.
+        """
+        uri = relay_uri if isinstance(relay_uri, MsrpUri) else parse_msrp_uri(relay_uri)
+        client = RelayClient(uri, self.uri, username, password, expires)
+        async with self._relay_lock:
+            link = await asyncio.wait_for(self._connect(_key(uri), uri, keep_open=True), timeout)
+            binding = _RelayBinding(link, client, on_event)
+            try:
+                event = await asyncio.wait_for(binding.start(), timeout)
+            except BaseException:
+                link.close()
+                raise
+            if isinstance(event, AuthFailed):
+                link.close()
+                raise RelayAuthError(event)
+            old, self._relay = self._relay, binding
+            link.key = _key(event.use_path[0])  # sessions sent to the relay reuse this link
+            self._outbound[link.key] = link
+            if old is not None and old.link is not link:
+                old.release()
+            return list(event.use_path)
+
+    async def close_relay(self) -> None:
+        """Stop using the relay: its connection closes and the sessions on it end."""
+        binding, self._relay = self._relay, None
+        if binding is not None:
+            binding.link.close()
+            await asyncio.wait([binding.link.lost], timeout=5.0)
 
     async def start(self) -> MsrpUri:
         loop = asyncio.get_running_loop()
@@ -391,6 +615,7 @@ class MsrpEndpoint:
         *,
         local_uri: MsrpUri | None = None,
         role: str = "active",
+        via_relay: bool | None = None,
         accept_types: Sequence[str] = ("*",),
         on_event: Callable[[SessionEvent], None] | None = None,
         **options: Any,
@@ -398,16 +623,28 @@ class MsrpEndpoint:
         """Register a session so inbound requests match it at once; then `connect`.
 
         `role` comes from SDP (RFC 4975 §5.4 / RFC 6135 a=setup, decided by the
-        caller). `options` go to `MsrpSession` (peer_accept_types, peer_max_size,
+        caller). `via_relay` (default: whenever `use_relay` set a relay up)
+        routes it per RFC 4976: `Session.local_path` (our a=path) is Use-Path +
+        our URI and requests go to Use-Path + `peer_path` on the relay link;
+        ValueError without a relay, MsrpSessionError(503) while it is down.
+        `options` go to `MsrpSession` (peer_accept_types, peer_max_size,
         chunk_size, max_message_size, transaction_timeout, ...).
         """
         if role not in _ROLES:
             raise ValueError(f"role must be one of {_ROLES}")
+        peer = to_path(peer_path)
+        if not peer:
+            raise ValueError("the peer path needs at least one URI")
+        relay = self._relay_for(via_relay)
+        use_path = () if relay is None else relay.client.use_path
         core = MsrpSession(
-            local_uri or self.new_local_uri(), peer_path, accept_types=accept_types, **options
+            local_uri or self.new_local_uri(),
+            (*use_path, *peer),
+            accept_types=accept_types,
+            **options,
         )
         self.table.add(core)
-        handle = Session(self, core, role, on_event)
+        handle = Session(self, core, role, on_event, relay, use_path)
         self._handles[core.session_id] = handle
         return handle
 
@@ -425,15 +662,21 @@ class MsrpEndpoint:
                 await self._server.wait_closed()
         if links:
             await asyncio.wait([link.lost for link in links], timeout=5.0)
+        self._relay = None
 
     # -- internals -----------------------------------------------------------------
+    def _relay_for(self, via_relay: bool | None) -> _RelayBinding | None:
+        relay = self._relay
+        if via_relay is False or (via_relay is None and relay is None):
+            return None
+        if relay is None:
+            raise ValueError("no relay: call use_relay first")
+        if not relay.up:
+            raise MsrpSessionError(503, f"relay down: {relay.client.state.value}")
+        return relay
+
     async def _outbound_link(self, first_hop: MsrpUri, timeout: float) -> Link:
-        key: _Key = (
-            first_hop.scheme,
-            first_hop.host.lower(),
-            first_hop.port or DEFAULT_PORT,
-            first_hop.transport.lower(),
-        )
+        key = _key(first_hop)
         link = self._outbound.get(key)
         if link is not None and not link.core.closed:
             return link
@@ -445,18 +688,22 @@ class MsrpEndpoint:
         return await asyncio.wait_for(asyncio.shield(task), timeout)
 
     async def _open(self, key: _Key, uri: MsrpUri) -> Link:
+        link = await self._connect(key, uri)
+        self._outbound[key] = link
+        return link
+
+    async def _connect(self, key: _Key, uri: MsrpUri, *, keep_open: bool = False) -> Link:
         loop = asyncio.get_running_loop()
         ctx = None
         if uri.secure:
             ctx = self.ssl_client or _ssl.create_default_context()
         _, link = await loop.create_connection(
-            lambda: Link(self, outbound=True, key=key),
+            lambda: Link(self, outbound=True, key=key, keep_open=keep_open),
             uri.host,
             key[2],
             ssl=ctx,
             server_hostname=uri.host if ctx is not None else None,
         )
-        self._outbound[key] = link
         return link
 
     def _link_gone(self, link: Link) -> None:

@@ -1,154 +1,112 @@
-"""Two of our MSRP endpoints (gw.msrp.endpoint) talking through Kamailio's RFC 4976 relay.
+"""RFC 4976 relays as an `MsrpEndpoint` feature (`use_relay`), and the connection-core
+hooks it rests on: `response_hook`, `queue_frame`, `keep_open`.
 
-`RelayedLink` is interim glue: an endpoint `Link` whose connection is also our AUTH
-binding at the relay. It needs three things the endpoint does not offer publicly
-yet (see the module's report): a way to claim AUTH responses before the
-connection core calls them unmatched, a way to register an already-open link as
-the outbound connection for a first hop, and a link that session close and idle
-timeout leave open.
+The core tests are sans-I/O; the endpoint tests talk through a real Kamailio relay.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from gw.msrp.connection import MsrpConnection
-from gw.msrp.endpoint import DEFAULT_PORT, Link, MsrpEndpoint, Session
-from gw.msrp.events import MessageDelivered, MessageReceived, SessionEvent
-from gw.msrp.frame import FrameError, FrameParser, FrameReceived, make_response, serialize
-from gw.msrp.relay import Authenticated, AuthFailed, RelayAuthError, RelayClient, RelayEvent
-from gw.msrp.uri import MsrpUri
+from gw.msrp.connection import MsrpConnection, SessionTable
+from gw.msrp.endpoint import MsrpEndpoint, MsrpSessionError, Session
+from gw.msrp.events import (
+    MessageDelivered,
+    MessageReceived,
+    RequestRejected,
+    SessionClosed,
+    SessionEvent,
+    UnmatchedResponse,
+)
+from gw.msrp.frame import Frame, FrameError, FrameParser, FrameReceived, serialize
+from gw.msrp.relay import Authenticated, AuthFailed, RelayAuthError, RelayEvent
+from gw.msrp.session import MsrpSession
+from gw.msrp.uri import MsrpUri, parse_msrp_uri
 from tests.support.kamailio import MsrpRelay, require_kamailio
 
-pytestmark = pytest.mark.interop
-
 USERS = {"alice": "wonder-land", "bob": "b0b.s3cret"}
-_FOREVER = 10.0**9  # idle timeout for a relay connection: it lives as long as the grant
+A = parse_msrp_uri("msrp://a.example:2855/sessA;tcp")
+B = parse_msrp_uri("msrp://b.example:2856/sessB;tcp")
+RELAY = parse_msrp_uri("msrp://relay.example:2855;tcp")
 
 
-def _key(uri: MsrpUri) -> tuple[str, str, int, str]:
-    """The endpoint's connection-reuse key (MsrpEndpoint._outbound_link)."""
-    return (uri.scheme, uri.host.lower(), uri.port or DEFAULT_PORT, uri.transport.lower())
+# -- connection core: response_hook, queue_frame, keep_open ---------------------------
 
 
-class RelayedLink(Link):
-    """An outbound endpoint link that first AUTHs at a relay and keeps the grant fresh.
-
-    AUTH responses go to the RelayClient; every other frame goes to the
-    connection core (`MsrpConnection.receive_frame`), so sessions work as on
-    any outbound link.
-    """
-
-    def __init__(self, endpoint: MsrpEndpoint, client: RelayClient) -> None:
-        super().__init__(endpoint, outbound=True, key=_key(client.relay_uri))
-        # HOOK 3: a relay connection must outlive idle periods and its sessions
-        self.core = MsrpConnection(
-            endpoint.table,
-            now=self.loop.time(),
-            outbound=True,
-            idle_timeout=_FOREVER,
-            max_chunk_size=endpoint.max_chunk_size,
-        )
-        self.relay = client
-        self.granted: asyncio.Future[RelayEvent] = self.loop.create_future()
-        self.relay_events: list[RelayEvent] = []
-        self._parser = FrameParser(endpoint.max_chunk_size)
-        self._relay_timer: asyncio.TimerHandle | None = None
-        self._closing = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.relay.start(self.loop.time())
-        self._relay_flush()
-
-    def data_received(self, data: bytes) -> None:
-        # HOOK 1: the core would report AUTH responses as UnmatchedResponse (tid
-        # and status only), so parse here and hand the core the other frames.
-        now = self.loop.time()
-        for ev in self._parser.feed(data):
-            if isinstance(ev, FrameReceived):
-                if self.relay.handles(ev.frame):
-                    self._relay_dispatch(self.relay.receive(ev.frame, now))
-                else:
-                    self.core.receive_frame(ev.frame, now)
-            else:
-                self._frame_error(ev)
-        if self._parser.closed:
-            self.core.close("framing lost")
-        self._relay_flush()
-        self.kick()
-
-    def _frame_error(self, err: FrameError) -> None:
-        req = err.request
-        if req is None or req.method in (None, "REPORT") or err.fatal or self.transport is None:
-            return
-        if (req.header("Failure-Report") or "").strip().lower() == "no":
-            return
-        with contextlib.suppress(ValueError):
-            self.transport.write(serialize(make_response(req, err.code, err.reason)))
-
-    def close(self) -> None:
-        # HOOK 3: Session.close closes an outbound link once it has no session;
-        # that would drop the relay grant, so only close_relay() closes us.
-        if self._closing:
-            super().close()
-
-    def close_relay(self) -> None:
-        self._closing = True
-        self.relay.close()
-        self.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._relay_timer is not None:
-            self._relay_timer.cancel()
-        self._relay_dispatch(self.relay.connection_lost())
-        super().connection_lost(exc)
-
-    def _relay_flush(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            for frame in self.relay.frames_to_send():
-                self.transport.write(serialize(frame))  # between whole core frames
-        if self._relay_timer is not None:
-            self._relay_timer.cancel()
-            self._relay_timer = None
-        deadline = self.relay.next_refresh(self.loop.time())
-        if deadline is not None:
-            self._relay_timer = self.loop.call_at(deadline, self._relay_fire)
-
-    def _relay_fire(self) -> None:
-        self._relay_timer = None
-        self._relay_dispatch(self.relay.on_timer(self.loop.time()))
-        self._relay_flush()
-
-    def _relay_dispatch(self, events: list[RelayEvent]) -> None:
-        for event in events:
-            self.relay_events.append(event)
-            if not self.granted.done():
-                self.granted.set_result(event)
-            if isinstance(event, Authenticated):
-                # HOOK 2: sessions whose first hop is our relay must reuse this link
-                for uri in event.use_path[:1]:
-                    self.endpoint._outbound[_key(uri)] = self
+def _auth(tid: str = "auth1") -> Frame:
+    return Frame.request("AUTH", [RELAY], [A], tid=tid)
 
 
-async def open_relayed_link(
-    endpoint: MsrpEndpoint, client: RelayClient, timeout: float = 10.0
-) -> RelayedLink:
-    """Connect to the relay, AUTH, register the link for the relay's first hop."""
-    loop = asyncio.get_running_loop()
-    uri = client.relay_uri
-    _, link = await loop.create_connection(
-        lambda: RelayedLink(endpoint, client), uri.host, uri.port or DEFAULT_PORT
-    )
-    event = await asyncio.wait_for(link.granted, timeout)
-    if isinstance(event, AuthFailed):
-        link.close_relay()
-        raise RelayAuthError(event)
-    return link
+def _outbound(**kw: object) -> tuple[MsrpSession, MsrpConnection, list[Frame | FrameError]]:
+    claimed: list[Frame | FrameError] = []
+
+    def hook(item: Frame | FrameError) -> bool:
+        if item.tid == "auth1":
+            claimed.append(item)
+            return True
+        return False
+
+    table = SessionTable()
+    session = MsrpSession(A, [B], chunk_size=100)
+    table.add(session)
+    conn = MsrpConnection(table, now=0.0, outbound=True, response_hook=hook, **kw)  # type: ignore[arg-type]
+    conn.attach(session, 0.0)
+    return session, conn, claimed
+
+
+def _ok(tid: str) -> bytes:
+    return serialize(Frame(tid, None, 200, "OK", [("To-Path", str(A)), ("From-Path", str(B))]))
+
+
+def test_response_hook_claims_responses_no_session_owns() -> None:
+    _, conn, claimed = _outbound()
+    (empty,) = FrameParser().feed(conn.data_to_send(0.0))
+    assert isinstance(empty, FrameReceived)
+    ok, auth_ok, stray = (_ok(tid) for tid in (empty.frame.tid, "auth1", "stray9"))
+    conn.receive_data(ok + auth_ok + stray, 0.1)
+    assert [type(c) for c in claimed] == [Frame] and claimed[0].tid == "auth1"
+    assert conn.events() == [UnmatchedResponse("stray9", 200)]  # the session's 200 was routed
+    # an unreadable answer to our AUTH is claimed too, instead of a RequestRejected
+    conn.receive_data(b"MSRP auth1 200 OK\r\nTo-Path: not a uri\r\n-------auth1$\r\n", 0.2)
+    assert isinstance(claimed[-1], FrameError) and claimed[-1].tid == "auth1"
+    assert conn.events() == []
+    conn.receive_data(b"MSRP stray8 200 OK\r\nTo-Path: not a uri\r\n-------stray8$\r\n", 0.3)
+    assert [type(e) for e in conn.events()] == [RequestRejected]
+    assert not conn.closed
+
+
+def test_queue_frame_goes_out_between_whole_frames() -> None:
+    session, conn, _ = _outbound()
+    session.send_message(b"x" * 1000, "text/plain", now=0.0)
+    conn.wake(session)
+    first = conn.frames_to_send(0.0, max_bytes=600)  # part of the chunks only
+    conn.queue_frame(_auth())
+    rest = conn.data_to_send(0.0)
+    frames = [e.frame for e in FrameParser().feed(rest) if isinstance(e, FrameReceived)]
+    assert frames[0].method == "AUTH" and frames[0].tid == "auth1"
+    assert len(first) + len(frames) == 1 + 10 + 1  # empty SEND, 10 chunks, AUTH
+    with pytest.raises(ValueError):
+        conn.queue_frame(Frame("bad tid", "AUTH"))
+    conn.close("bye")
+    conn.queue_frame(_auth("auth2"))
+    assert conn.data_to_send(0.0) == b""
+
+
+def test_keep_open_connection_outlives_idle_timeout_until_cleared() -> None:
+    conn = MsrpConnection(SessionTable(), now=0.0, outbound=True, idle_timeout=1.0, keep_open=True)
+    assert conn.next_deadline() is None
+    conn.on_timer(50.0)
+    assert not conn.closed
+    conn.keep_open = False
+    assert conn.next_deadline() == 1.0  # idle since it was opened
+    conn.on_timer(50.0)
+    assert conn.closed
+
+
+# -- endpoint through Kamailio ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -159,9 +117,9 @@ def relay() -> Iterator[MsrpRelay]:
 
 
 class Side:
-    def __init__(self, endpoint: MsrpEndpoint, link: RelayedLink) -> None:
+    def __init__(self, endpoint: MsrpEndpoint) -> None:
         self.endpoint = endpoint
-        self.link = link
+        self.relay_events: list[RelayEvent] = []
         self.events: list[SessionEvent] = []
         self.received: asyncio.Queue[MessageReceived] = asyncio.Queue()
 
@@ -170,45 +128,49 @@ class Side:
         if isinstance(event, MessageReceived):
             self.received.put_nowait(event)
 
+    def session(self, local: MsrpUri, peer_path: tuple[MsrpUri, ...]) -> Session:
+        # RFC 4976: each side connects to its own relay, so both are active
+        return self.endpoint.create_session(peer_path, local_uri=local, on_event=self.on_event)
+
 
 @pytest.fixture
 async def sides(relay: MsrpRelay) -> AsyncIterator[tuple[Side, Side]]:
     made: list[Side] = []
     try:
         for name in ("alice", "bob"):
-            endpoint = MsrpEndpoint("127.0.0.1", 0)
+            endpoint = MsrpEndpoint("127.0.0.1", 0, idle_timeout=0.5)  # relay link must outlive it
             await endpoint.start()
-            client = RelayClient(relay.uri, endpoint.uri, name, USERS[name], 2)
-            link = await open_relayed_link(endpoint, client)
-            made.append(Side(endpoint, link))
+            side = Side(endpoint)
+            made.append(side)
+            use_path = await endpoint.use_relay(
+                relay.uri, name, USERS[name], expires=2, on_event=side.relay_events.append
+            )
+            assert use_path and use_path == list(endpoint.use_path)
         yield made[0], made[1]
     finally:
+        links = [s.endpoint.relay_link for s in made]
         for side in made:
-            side.link.close_relay()
             await side.endpoint.close()
+        assert all(link is None or link.lost.done() for link in links)  # close() closes it
 
 
-def _session(side: Side, local: MsrpUri, peer_path: tuple[MsrpUri, ...]) -> Session:
-    return side.endpoint.create_session(
-        side.link.relay.outbound_to_path(peer_path),
-        local_uri=local,
-        role="active",  # RFC 4976: each side connects to its own relay
-        on_event=side.on_event,
-    )
-
-
-async def test_chunked_messages_between_two_endpoints_via_relay(sides: tuple[Side, Side]) -> None:
-    alice, bob = sides
+async def _connected_pair(alice: Side, bob: Side) -> tuple[Session, Session]:
     a_local, b_local = alice.endpoint.new_local_uri(), bob.endpoint.new_local_uri()
-    # what each side would put in its SDP a=path
-    a_path, b_path = alice.link.relay.path(a_local), bob.link.relay.path(b_local)
-    assert a_path[-1] == a_local and len(a_path) == 2
-
-    a_sess = _session(alice, a_local, b_path)
-    b_sess = _session(bob, b_local, a_path)
+    a_path, b_path = alice.endpoint.local_path(a_local), bob.endpoint.local_path(b_local)
+    assert a_path == (*alice.endpoint.use_path, a_local) and len(a_path) == 2
+    a_sess, b_sess = alice.session(a_local, b_path), bob.session(b_local, a_path)
+    assert a_sess.relayed and a_sess.local_path == a_path and a_sess.peer_path == b_path
     await b_sess.connect(timeout=10)
     await a_sess.connect(timeout=10)
-    assert a_sess.link is alice.link and b_sess.link is bob.link  # the AUTHed connections
+    return a_sess, b_sess
+
+
+@pytest.mark.interop
+async def test_chunked_messages_between_two_endpoints_via_relay(sides: tuple[Side, Side]) -> None:
+    alice, bob = sides
+    a_sess, b_sess = await _connected_pair(alice, bob)
+    assert a_sess.link is alice.endpoint.relay_link and b_sess.link is bob.endpoint.relay_link
+    assert len(alice.endpoint.connections) == 1  # no fresh unauthenticated connection
 
     big = bytes(i % 253 for i in range(50 * 1024))
     small = [b"hi", "gr\u00fc\u00df dich".encode(), b"-------" + b"x" * 10]
@@ -219,23 +181,79 @@ async def test_chunked_messages_between_two_endpoints_via_relay(sides: tuple[Sid
     assert all(isinstance(o, MessageDelivered) for o in outcomes), outcomes
     got = [await asyncio.wait_for(bob.received.get(), 10) for _ in range(4)]
     assert sorted(m.body for m in got) == sorted([big, *small])
-    by_body = {m.body: m for m in got}
-    assert by_body[big].content_type == "application/octet-stream"
+    assert {m.body: m for m in got}[big].content_type == "application/octet-stream"
 
-    # and back, through the same relay sessions
     reply = await b_sess.send(b"ack " * 3000, "text/plain")  # 12 000 bytes: 6 chunks
     assert isinstance(reply, MessageDelivered)
-    back = await asyncio.wait_for(alice.received.get(), 10)
-    assert back.body == b"ack " * 3000
+    assert (await asyncio.wait_for(alice.received.get(), 10)).body == b"ack " * 3000
 
-    # the grants (Expires 2 s) were refreshed meanwhile or right after, paths unchanged
+    # Expires 2 s: refreshed in the background, path unchanged; idle timeout 0.5 s ignored
     await asyncio.sleep(2.0)
-    for side, path in ((alice, a_path), (bob, b_path)):
-        refreshes = [
-            e for e in side.link.relay_events if isinstance(e, Authenticated) and e.refresh
-        ]
+    for side, sess in ((alice, a_sess), (bob, b_sess)):
+        refreshes = [e for e in side.relay_events if isinstance(e, Authenticated) and e.refresh]
         assert refreshes and not any(e.path_changed for e in refreshes)
-        assert side.link.relay.path(path[-1]) == path
+        assert side.endpoint.local_path(sess.local_uri) == sess.local_path
+        assert side.endpoint.stats["unmatched_responses"] == 0  # AUTH answers were claimed
     late = await a_sess.send(b"after refresh", "text/plain")
     assert isinstance(late, MessageDelivered)
     assert (await asyncio.wait_for(bob.received.get(), 10)).body == b"after refresh"
+
+    # the relay link outlives its last session, and carries the next ones
+    link = alice.endpoint.relay_link
+    a_sess.close()
+    b_sess.close()
+    await asyncio.sleep(0.7)
+    assert link is not None and link.keep_open and not link.lost.done()
+    a2, b2 = await _connected_pair(alice, bob)
+    assert a2.link is link
+    assert isinstance(await b2.send(b"again", "text/plain"), MessageDelivered)
+    assert (await asyncio.wait_for(alice.received.get(), 10)).body == b"again"
+
+
+@pytest.mark.interop
+async def test_wrong_password_fails_and_leaves_no_relay(relay: MsrpRelay) -> None:
+    endpoint = MsrpEndpoint()
+    await endpoint.start()
+    try:
+        with pytest.raises(RelayAuthError) as info:
+            await endpoint.use_relay(relay.uri, "alice", "not-her-password", timeout=5)
+        assert info.value.event.status == 403  # Kamailio refuses bad credentials with 403
+        assert endpoint.relay is None and endpoint.use_path == ()
+        await asyncio.sleep(0.1)
+        assert endpoint.connections == []
+        with pytest.raises(ValueError):
+            endpoint.create_session(A, via_relay=True)
+        assert endpoint.create_session(A).peer_path == (A,)  # direct, as without relay
+    finally:
+        await endpoint.close()
+
+
+@pytest.mark.interop
+async def test_lost_relay_link_ends_sessions_until_use_relay_again(
+    sides: tuple[Side, Side],
+) -> None:
+    alice, bob = sides
+    a_sess, _ = await _connected_pair(alice, bob)
+    link = alice.endpoint.relay_link
+    assert link is not None and link.transport is not None
+    link.transport.abort()
+    await asyncio.wait_for(link.lost, 5)
+    failed = [e for e in alice.relay_events if isinstance(e, AuthFailed)]
+    assert failed and failed[-1].was_authenticated
+    assert a_sess.closed and isinstance(alice.events[-1], SessionClosed)
+    with pytest.raises(MsrpSessionError) as info:
+        alice.endpoint.create_session(B)
+    assert info.value.code == 503
+    assert alice.endpoint.create_session(B, via_relay=False).local_path[0].host == "127.0.0.1"
+
+    await alice.endpoint.use_relay(relay_uri(bob), "alice", USERS["alice"], expires=2)
+    assert alice.endpoint.relay_link is not link
+    a2, _ = await _connected_pair(alice, bob)
+    assert isinstance(await a2.send(b"back", "text/plain"), MessageDelivered)
+    assert (await asyncio.wait_for(bob.received.get(), 10)).body == b"back"
+
+
+def relay_uri(side: Side) -> MsrpUri:
+    client = side.endpoint.relay
+    assert client is not None
+    return client.relay_uri
