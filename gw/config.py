@@ -82,6 +82,12 @@ class GatewaySection:
 
 
 @dataclass
+class ClusterSection:
+    heartbeat_ttl: float = 3.0
+    forward_timeout: float = 10.0
+
+
+@dataclass
 class StoreSection:
     url: str = ""
 
@@ -113,6 +119,7 @@ class Config:
     msrp: MsrpSection = field(default_factory=MsrpSection)
     gateway: GatewaySection = field(default_factory=GatewaySection)
     store: StoreSection = field(default_factory=StoreSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
     mgmt: MgmtSection = field(default_factory=MgmtSection)
     tls: TlsSection = field(default_factory=TlsSection)
     log: LogSection = field(default_factory=LogSection)
@@ -162,6 +169,8 @@ class Config:
                 raise ConfigError(f"sip.listen: {exc}") from None
             if spec.transport == "TLS" and not (self.tls.cert_file and self.tls.key_file):
                 raise ConfigError("sip.listen has tls: but tls.cert_file/tls.key_file are empty")
+        if self.cluster.heartbeat_ttl <= 0 or self.cluster.forward_timeout <= 0:
+            raise ConfigError("cluster.heartbeat_ttl and cluster.forward_timeout must be > 0")
         if not 0 < self.sip.t1 <= self.sip.t2:
             raise ConfigError("sip.t1 must be > 0 and <= sip.t2")
         scheme, _, _ = parse_msrp_listen(self.msrp.listen)
