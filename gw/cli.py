@@ -4,31 +4,76 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 from gw import __version__
-from gw.config import ConfigError, load_config
+from gw.config import Config, ConfigError, load_config
 from gw.logs import setup_logging
+
+# Exit codes: 0 ok, 1 the node or the store said no (MI error, store error), 2 usage or
+# config error, 3 the management API cannot be reached, 130 interrupted.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msrp-gw", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"msrp-gw {__version__}")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", "-c", help="TOML config file")
+    mi = argparse.ArgumentParser(add_help=False)
+    mi.add_argument(
+        "--url",
+        help="the node's MI endpoint, e.g. http://127.0.0.1:8080/mi "
+        "(default: from mgmt.listen, or the running node's ready.json when its port is 0)",
+    )
+    mi.add_argument("--token", help="bearer token for the management API (default: mgmt.token)")
+
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", parents=[config], help="start a gateway node")
+    sub.add_parser("check-config", parents=[config], help="validate the configuration and exit")
+
+    sessions = sub.add_parser("sessions", help="list or end sessions (through the MI API)")
+    actions = sessions.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", parents=[config, mi], help="list the sessions")
+    listing.add_argument("--json", action="store_true", help="print the MI reply as JSON")
+    end = actions.add_parser("end", parents=[config, mi], help="end a session (BYE, record gone)")
+    end.add_argument("key", help="the session key, as `sessions list` shows it")
+
+    events = sub.add_parser(
+        "events", parents=[config], help="print the event stream, one JSON envelope a line"
+    )
+    events.add_argument(
+        "--store-url",
+        help="Redis URL (default: store.url, or the running node's embedded store)",
+    )
+    events.add_argument(
+        "--count", type=int, default=0, help="exit after this many events (default: never)"
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="msrp-gw", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"msrp-gw {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="start a gateway node")
-    run.add_argument("--config", "-c", help="TOML config file")
-    check = sub.add_parser("check-config", help="validate the configuration and exit")
-    check.add_argument("--config", "-c", help="TOML config file")
-    args = parser.parse_args(argv)
-
+    args = _parser().parse_args(argv)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         print(f"msrp-gw: config error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.command == "check-config":
         print("config ok")
         return 0
+    if args.command == "sessions":
+        return _sessions(args, cfg)
+    if args.command == "events":
+        return _events(args, cfg)
     setup_logging(cfg.log.level, cfg.log.format, cfg.node.id)
     from gw.node import run_node
 
@@ -37,6 +82,197 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"msrp-gw: cannot start: {exc}", file=sys.stderr)
         return 1
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"msrp-gw: {message}", file=sys.stderr)
+    return code
+
+
+def _ready_info(cfg: Config) -> dict[str, Any] | None:
+    """The running node's `<state_dir>/ready.json` (its bound addresses), if there is one."""
+    try:
+        info = json.loads((Path(cfg.node.state_dir) / "ready.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+# -- sessions -------------------------------------------------------------------------------
+
+
+class _Usage(Exception):
+    pass
+
+
+def _mi_endpoint(args: argparse.Namespace, cfg: Config) -> str:
+    from gw.mgmt.client import mi_url
+
+    if args.url:
+        return str(args.url)
+    listen = cfg.mgmt.listen
+    if listen.rpartition(":")[2] == "0":  # OS-picked port: only the node knows it
+        ready = _ready_info(cfg)
+        mgmt = ready.get("mgmt") if ready else None
+        if not isinstance(mgmt, str) or not mgmt:
+            raise _Usage(
+                f"mgmt.listen has port 0 and there is no running node in {cfg.node.state_dir} "
+                "(no ready.json): pass --url"
+            )
+        listen = mgmt
+    try:
+        return mi_url(listen)
+    except ValueError as exc:
+        raise _Usage(f"mgmt.listen: {exc}") from None
+
+
+def _sessions(args: argparse.Namespace, cfg: Config) -> int:
+    from gw.mgmt.client import MiCallError, MiClient, MiTransportError
+
+    try:
+        url = _mi_endpoint(args, cfg)
+    except _Usage as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    client = MiClient(url, args.token if args.token is not None else cfg.mgmt.token)
+    try:
+        if args.action == "list":
+            result = client.call("msrp_gw_list_sessions")
+        else:
+            result = client.call("msrp_gw_end_session", {"key": args.key})
+    except MiCallError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    except MiTransportError as exc:
+        return _fail(str(exc), EXIT_UNREACHABLE)
+    if args.action == "end":
+        print(f"session {args.key} ended" if result == "OK" else json.dumps(result))
+        return 0
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
+    print(format_sessions(_session_list(result), time.time()))
+    return 0
+
+
+def _session_list(result: Any) -> list[dict[str, Any]]:
+    """`{"Sessions": [...]}` (ours) or a bare array (OpenSIPS's own msrp_gateway)."""
+    items = result.get("Sessions") if isinstance(result, dict) else result
+    if not isinstance(items, list):
+        return []
+    return [s for s in items if isinstance(s, dict)]
+
+
+_COLUMNS = ("KEY", "STATE", "ORIGIN", "OWNER", "FROM", "TO", "QUEUED", "AGE", "IDLE")
+
+
+def format_sessions(sessions: list[dict[str, Any]], now: float) -> str:
+    """A plain-text table, one session a row; AGE since creation, IDLE since the last message
+    from either side."""
+    if not sessions:
+        return "no sessions"
+    rows = [_COLUMNS]
+    for s in sessions:
+        created = _number(s.get("created"))
+        last = max(created, _number(s.get("last_message")), _number(s.get("last_send")))
+        rows.append(
+            (
+                str(s.get("key", "")),
+                str(s.get("state", "")),
+                str(s.get("origin", "")),
+                str(s.get("owner", "")),
+                str(s.get("from", s.get("msg_side_from", ""))),
+                str(s.get("to", s.get("msg_side_to", ""))),
+                str(s.get("queued", "")),
+                _duration(now - created) if created else "",
+                _duration(now - last) if last else "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+def _store_url(args: argparse.Namespace, cfg: Config) -> str:
+    if args.store_url:
+        return str(args.store_url)
+    if cfg.store.url:
+        return cfg.store.url
+    ready = _ready_info(cfg)  # the embedded store lives as long as its node
+    url = ready.get("store") if ready else None
+    if isinstance(url, str) and url:
+        return url
+    raise _Usage(
+        f"store.url is empty and there is no running node in {cfg.node.state_dir} "
+        "(no ready.json with its embedded store): pass --store-url"
+    )
+
+
+def _events(args: argparse.Namespace, cfg: Config) -> int:
+    if args.count < 0:
+        return _fail("--count must be >= 0", EXIT_USAGE)
+    try:
+        url = _store_url(args, cfg)
+    except _Usage as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        return asyncio.run(_print_events(url, args.count))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `msrp-gw events | head -1`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
+
+
+async def _print_events(url: str, count: int) -> int:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from gw.store.events import EventBus
+
+    try:
+        redis = Redis.from_url(url)
+    except ValueError as exc:
+        return _fail(f"bad store URL: {exc}", EXIT_USAGE)
+    bus = EventBus(redis, node="cli")
+    seen = 0
+    try:
+        async with bus.subscribe() as events:
+            if sys.stderr.isatty():
+                print(f"listening on {bus.channel} (Ctrl-C to stop)", file=sys.stderr)
+            async for event in events:
+                sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+                seen += 1
+                if count and seen >= count:
+                    break
+    except (RedisError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        return _fail(f"store error: {exc}", EXIT_FAILED)
+    finally:
+        await redis.aclose()
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,18 +9,20 @@ import logging
 import os
 import signal
 import ssl
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from gw import __version__
 from gw.config import Config, parse_msrp_listen
 from gw.gateway.engine import Gateway, GatewaySettings
 from gw.gateway.policy import Policy, load_hook, split_types
 from gw.mgmt.http import MgmtServer
-from gw.mgmt.mi import MiError, MiParams
+from gw.mgmt.mi import MiError, MiParams, param_str
 from gw.msrp.endpoint import MsrpEndpoint
 from gw.sip.endpoint import EndpointConfig, SipEndpoint
 from gw.sip.message import Limits
@@ -44,6 +46,39 @@ def tls_contexts(cfg: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext]:
         client.check_hostname = False
         client.verify_mode = ssl.CERT_NONE
     return server, client
+
+
+class _CountingRedis(Redis):
+    """The node's store client: counts failed commands (msrpgw_store_errors_total).
+
+    Pipelines and pub/sub connections bypass `execute_command` and are not counted here.
+    """
+
+    errors = 0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except NoScriptError:
+            raise  # EVALSHA before the script is cached: the script helper loads it and retries
+        except (RedisError, OSError):
+            self.errors += 1
+            raise
+
+
+# Request methods we label by name; anything else from the wire is "other" (bounded series).
+_SIP_METHODS = frozenset(
+    {
+        *("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "REGISTER", "INFO"),
+        *("UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH"),
+    }
+)
+
+
+def _by_prefix(counts: Mapping[str, int], prefix: str) -> dict[str, float]:
+    """{suffix: count} for the counter names `prefix<suffix>` (e.g. setup_failed_486)."""
+    n = len(prefix)
+    return {k[n:]: float(v) for k, v in counts.items() if k.startswith(prefix) and k[n:]}
 
 
 class Node:
@@ -84,6 +119,7 @@ class Node:
             hook=load_hook(g.routing_hook) if g.routing_hook else None,
         )
         self.embedded: EmbeddedRedis | None = None
+        self.store_url = ""
         self.redis: Redis | None = None
         self.gateway: Gateway | None = None
         self.expiry: ExpiryListener | None = None
@@ -112,7 +148,8 @@ class Node:
             self.embedded = EmbeddedRedis(Path(cfg.node.state_dir))
             url = await asyncio.to_thread(self.embedded.start)
             log.info("embedded store started at %s", url)
-        self.redis = Redis.from_url(url)
+        self.store_url = url
+        self.redis = _CountingRedis.from_url(url)
         g = cfg.gateway
         store = SessionStore(
             self.redis,
@@ -149,6 +186,7 @@ class Node:
         self.expiry = ExpiryListener(self.redis, self.gateway.on_expired)
         await self.expiry.start()
         self._register_mi()
+        self._register_metrics()
         specs = [parse_listen(item) for item in cfg.sip.listen]
         self.bound = await self.sip.start(specs)
         self.mgmt_addr = await self.mgmt.start()
@@ -162,14 +200,16 @@ class Node:
         async def list_sessions(params: MiParams) -> Any:
             try:
                 return {"Sessions": await gw.list_sessions()}
-            except RedisError as exc:
-                raise MiError(500, f"Store unavailable: {exc}") from None
+            except (RedisError, OSError) as exc:
+                raise MiError(500, "Store unavailable", str(exc)) from None
 
         async def end_session(params: MiParams) -> Any:
-            key = params.get("key") if isinstance(params, dict) else None
-            if not isinstance(key, str):
-                raise MiError(400, "Missing key")
-            if not await gw.end_session(key, "mi"):
+            key = param_str(params, "key")
+            try:
+                ended = await gw.end_session(key, "mi")
+            except (RedisError, OSError) as exc:
+                raise MiError(500, "Store unavailable", str(exc)) from None
+            if not ended:
                 raise MiError(404, "Session doesn't exist")
             return "OK"
 
@@ -178,6 +218,192 @@ class Node:
         )
         self.mgmt.mi.register(
             "msrp_gw_end_session", end_session, ["msrp_gateway:end_session"], params=[("key",)]
+        )
+
+    def _register_metrics(self) -> None:
+        """Scrape-time views of the gateway's, SIP's and MSRP's counters (no hot-path cost)."""
+        gw, sip, msrp, reg = self.gateway, self.sip, self.msrp, self.mgmt.metrics
+        assert gw is not None
+        counts: Counter[str] = gw.counters
+        redis = self.redis
+
+        def sessions_by_state() -> dict[str, float]:
+            out = dict.fromkeys(("setup", "active", "ending"), 0.0)
+            for session in list(gw.sessions.values()):
+                out[session.state] = out.get(session.state, 0.0) + 1
+            return out
+
+        def translated() -> dict[tuple[str, str], float]:
+            out: dict[tuple[str, str], float] = {}
+            for direction in ("page_to_msrp", "msrp_to_page"):
+                out[direction, "delivered"] = float(counts[f"{direction}_delivered"])
+                failed = _by_prefix(counts, f"{direction}_failed_")
+                out[direction, "failed"] = sum(failed.values())
+            return out
+
+        def failures() -> dict[tuple[str, str], float]:
+            return {
+                (direction, code): value
+                for direction in ("page_to_msrp", "msrp_to_page")
+                for code, value in _by_prefix(counts, f"{direction}_failed_").items()
+            }
+
+        def sip_methods() -> dict[str, float]:
+            out: dict[str, float] = {}
+            for method, value in list(sip.stats.requests_in.items()):
+                label = method if method in _SIP_METHODS else "other"
+                out[label] = out.get(label, 0.0) + value
+            return out
+
+        def msrp_refused() -> dict[str, float]:
+            # Refused outside a session (the endpoint's stats) plus inside one (the gateway's).
+            out = _by_prefix(msrp.stats, "rejected_")
+            for code, value in _by_prefix(counts, "msrp_rejected_").items():
+                out[code] = out.get(code, 0.0) + value
+            return out
+
+        reg.callback(
+            "msrpgw_info",
+            "Constant 1, labelled with the version and the node id.",
+            lambda: {(__version__, self.cfg.node.id): 1.0},
+            ["version", "node"],
+        )
+        reg.callback(
+            "msrpgw_sessions",
+            "Sessions this node owns, by state.",
+            sessions_by_state,
+            ["state"],
+        )
+        reg.callback(
+            "msrpgw_queued_messages",
+            "Page-mode messages waiting for the MSRP side, on this node.",
+            lambda: float(sum(len(s.queue) for s in list(gw.sessions.values()))),
+        )
+        reg.callback(
+            "msrpgw_sessions_created_total",
+            "Sessions created, by origin (msg_to_msrp: a MESSAGE; answer: an INVITE).",
+            lambda: {
+                origin: float(counts[f"sessions_created_{origin}"])
+                for origin in ("msg_to_msrp", "answer")
+            },
+            ["origin"],
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_sessions_ended_total",
+            "Sessions ended, by reason (bye, mi, expired, shutdown, setup_failed, ...).",
+            lambda: _by_prefix(counts, "sessions_ended_"),
+            ["reason"],
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_session_setup_failures_total",
+            "msg_to_msrp session setups that failed, by the SIP code the MESSAGEs got.",
+            lambda: _by_prefix(counts, "setup_failed_"),
+            ["code"],
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_page_messages_received_total",
+            "Page-mode MESSAGEs accepted for translation to MSRP.",
+            lambda: float(counts["page_messages_in"]),
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_msrp_messages_received_total",
+            "Complete MSRP messages received for translation to page mode.",
+            lambda: float(counts["msrp_messages_in"]),
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_messages_translated_total",
+            "Messages handed to the other side, by direction and outcome on that side.",
+            translated,
+            ["direction", "outcome"],
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_message_failures_total",
+            "Messages the other side refused, by direction and status code (MSRP code for "
+            "page_to_msrp, SIP code for msrp_to_page).",
+            failures,
+            ["direction", "code"],
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_page_replies_total",
+            "Final responses to page-mode MESSAGEs after delivery was attempted (confirm mode), "
+            "by SIP code.",
+            lambda: _by_prefix(counts, "page_answer_"),
+            ["code"],
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_requests_rejected_total",
+            "Requests the gateway refused before translating (bad input, policy, loops, "
+            "overload), by SIP code.",
+            lambda: _by_prefix(counts, "rejected_"),
+            ["code"],
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_sip_requests_received_total",
+            "SIP requests received, by method.",
+            sip_methods,
+            ["method"],
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_sip_responses_sent_total",
+            "SIP responses sent, by status code.",
+            lambda: {str(k): float(v) for k, v in list(sip.stats.responses_out.items())},
+            ["code"],
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_sip_responses_received_total",
+            "SIP responses received, by status code.",
+            lambda: {str(k): float(v) for k, v in list(sip.stats.responses_in.items())},
+            ["code"],
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_sip_parse_errors_total",
+            "SIP messages that could not be parsed.",
+            lambda: float(sip.stats.parse_errors),
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_sip_transaction_timeouts_total",
+            "SIP client transactions that timed out.",
+            lambda: float(sip.stats.timeouts),
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_sip_transport_errors_total",
+            "SIP messages that could not be sent.",
+            lambda: float(sip.stats.transport_errors),
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_msrp_requests_refused_total",
+            "MSRP requests we refused (no such session, bad From-Path, too big, ...), by MSRP "
+            "status code.",
+            msrp_refused,
+            ["code"],
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_msrp_unmatched_responses_total",
+            "MSRP responses that matched no request of ours.",
+            lambda: float(msrp.stats["unmatched_responses"]),
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_store_errors_total",
+            "Store (Redis) commands that failed.",
+            lambda: float(redis.errors if isinstance(redis, _CountingRedis) else 0),
+            kind="counter",
         )
 
     async def _sweep_loop(self) -> None:
@@ -197,6 +423,8 @@ class Node:
             "msrp": str(self.msrp.uri),
             "mgmt": f"{self.mgmt_addr[0]}:{self.mgmt_addr[1]}",
         }
+        if self.embedded is not None:  # for `msrp-gw events` (a configured URL is in config)
+            info["store"] = self.store_url
         tmp = state / "ready.json.tmp"
         tmp.write_text(json.dumps(info))
         tmp.replace(state / "ready.json")

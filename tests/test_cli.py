@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import pathlib
+import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from typing import Any
 
+import pytest
+from redis.asyncio import Redis
+
+from gw.mgmt import MgmtServer, MiError, param_str
+from gw.mgmt.mi import MiParams
 from gw.sip.endpoint import EndpointConfig, SipEndpoint
 from gw.sip.transaction import Address
 from gw.sip.transport import ListenSpec
+from gw.store.events import EventBus
 from tests.support.node import GatewayProcess
+from tests.support.redis_server import RedisServer
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -54,3 +67,191 @@ async def test_run_answers_options_and_stops_on_sigterm() -> None:
     finally:
         code = await asyncio.to_thread(node.stop)
     assert code == 0, node.output()
+
+
+# -- sessions and events (the management side) ----------------------------------------------
+
+SESSION: dict[str, Any] = {
+    "key": "alice@a.example-bob@b.example",
+    "state": "active",
+    "origin": "msg_to_msrp",
+    "owner": "gw1",
+    "from": "sip:bob@b.example",
+    "to": "sip:alice@a.example",
+    "ruri": "sip:alice@a.example",
+    "msrp_session_id": "abc123",
+    "peer_path": ["msrp://127.0.0.1:2856/xyz;tcp"],
+    "created": 1000.0,
+    "last_message": 1100.0,
+    "last_send": 1130.0,
+    "queued": 2,
+}
+
+
+def cli_env(tmp_path: pathlib.Path, **settings: str) -> dict[str, str]:
+    """The environment without the caller's MSRPGW_* settings, state dir in tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSRPGW_")}
+    env["MSRPGW_NODE__STATE_DIR"] = str(tmp_path / "state")
+    env.update(settings)
+    return env
+
+
+async def run_cli_async(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """The CLI as a subprocess while this event loop keeps serving (in-process servers)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gw.cli", *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def mgmt_server() -> AsyncIterator[tuple[MgmtServer, dict[str, dict[str, Any]]]]:
+    """A management server with a token and fake gateway MI commands (the real ones are
+    covered end to end in tests/gateway/test_mgmt_e2e.py)."""
+    sessions = {SESSION["key"]: dict(SESSION)}
+    srv = MgmtServer("127.0.0.1:0", "s3cret")
+
+    async def list_sessions(params: MiParams) -> Any:
+        return {"Sessions": list(sessions.values())}
+
+    async def end_session(params: MiParams) -> Any:
+        if sessions.pop(param_str(params, "key"), None) is None:
+            raise MiError(404, "Session doesn't exist")
+        return "OK"
+
+    srv.mi.register("msrp_gw_list_sessions", list_sessions, params=[()])
+    srv.mi.register("msrp_gw_end_session", end_session, params=[("key",)])
+    await srv.start()
+    try:
+        yield srv, sessions
+    finally:
+        await srv.close()
+
+
+async def test_sessions_list_and_end_with_token(
+    mgmt_server: tuple[MgmtServer, dict[str, dict[str, Any]]], tmp_path: pathlib.Path
+) -> None:
+    srv, sessions = mgmt_server
+    url = f"http://127.0.0.1:{srv.port}/mi"
+    env = cli_env(tmp_path)
+
+    code, out, err = await run_cli_async("sessions", "list", "--url", url, env=env)
+    assert code == 3
+    assert "HTTP 401" in err and "--token" in err
+
+    code, out, err = await run_cli_async(
+        "sessions", "list", "--json", "--url", url, "--token", "s3cret", env=env
+    )
+    assert code == 0, err
+    assert json.loads(out) == {"Sessions": [SESSION]}
+
+    # URL and token from the config (here the environment), as on the node's host.
+    env = cli_env(
+        tmp_path, MSRPGW_MGMT__LISTEN=f"127.0.0.1:{srv.port}", MSRPGW_MGMT__TOKEN="s3cret"
+    )
+    code, out, err = await run_cli_async("sessions", "list", env=env)
+    assert code == 0, err
+    header, row = out.splitlines()
+    assert header.split() == [
+        "KEY", "STATE", "ORIGIN", "OWNER", "FROM", "TO", "QUEUED", "AGE", "IDLE"
+    ]  # fmt: skip
+    assert row.split()[:7] == [
+        SESSION["key"], "active", "msg_to_msrp", "gw1", SESSION["from"], SESSION["to"], "2"
+    ]  # fmt: skip
+
+    code, out, err = await run_cli_async("sessions", "end", "no-such-key", env=env)
+    assert (code, out, err) == (1, "", "msrp-gw: 404 Session doesn't exist\n")
+    code, out, err = await run_cli_async("sessions", "end", SESSION["key"], env=env)
+    assert code == 0, err
+    assert sessions == {}
+    code, out, err = await run_cli_async("sessions", "list", env=env)
+    assert (code, out) == (0, "no sessions\n")
+
+
+def test_sessions_without_a_reachable_node(tmp_path: pathlib.Path) -> None:
+    # Port 0 in mgmt.listen and no running node (no ready.json): only --url can say where.
+    out = run_cli("sessions", "list", env=cli_env(tmp_path, MSRPGW_MGMT__LISTEN="127.0.0.1:0"))
+    assert out.returncode == 2
+    assert "--url" in out.stderr
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connection refused
+        out = run_cli(
+            "sessions", "end", "k", "--url", f"http://127.0.0.1:{port}/mi", env=cli_env(tmp_path)
+        )
+    assert out.returncode == 3
+    assert out.stderr.startswith(f"msrp-gw: cannot reach http://127.0.0.1:{port}/mi")
+
+
+def test_events_without_a_store(tmp_path: pathlib.Path) -> None:
+    out = run_cli("events", env=cli_env(tmp_path))
+    assert out.returncode == 2
+    assert "--store-url" in out.stderr
+    assert out.stderr.count("\n") == 1
+
+
+async def test_events_prints_one_json_line_per_envelope(
+    redis_server: RedisServer, tmp_path: pathlib.Path
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gw.cli", "events", "--count", "2",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(tmp_path, MSRPGW_STORE__URL=redis_server.url),
+    )  # fmt: skip
+    redis = Redis.from_url(redis_server.url)
+    try:
+        async with asyncio.timeout(15):
+            while dict(await redis.pubsub_numsub("msrpgw:events")).get(b"msrpgw:events", 0) < 1:
+                assert proc.returncode is None
+                await asyncio.sleep(0.05)
+        bus = EventBus(redis, node="gw7", clock=lambda: 1700000000.5)
+        await bus.publish("E_MSRP_GW_SETUP_FAILED", {"key": "k", "code": None, "reason": "é"})
+        await redis.publish("msrpgw:events", b"not json")  # skipped, not fatal
+        await bus.publish("E_MSRP_GW_SESSION_ENDED", {"key": "k", "reason": "mi"})
+        async with asyncio.timeout(15):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await redis.aclose()
+    assert proc.returncode == 0, err
+    lines = out.decode().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {
+            "v": 1,
+            "event": "E_MSRP_GW_SETUP_FAILED",
+            "ts": 1700000000.5,
+            "node": "gw7",
+            "data": {"key": "k", "code": None, "reason": "é"},
+        },
+        {
+            "v": 1,
+            "event": "E_MSRP_GW_SESSION_ENDED",
+            "ts": 1700000000.5,
+            "node": "gw7",
+            "data": {"key": "k", "reason": "mi"},
+        },
+    ]
+
+
+def test_format_sessions_table() -> None:
+    from gw.cli import format_sessions
+
+    assert format_sessions([], 0.0) == "no sessions"
+    other = {**SESSION, "key": "k2", "state": "setup", "queued": 0, "created": 0.0}
+    table = format_sessions([SESSION, other], now=1000.0 + 3 * 3600 + 65)
+    lines = table.splitlines()
+    assert len(lines) == 3
+    assert lines[1].split()[-2:] == ["3h01m", "2h58m"]  # age from created, idle from last_send
+    assert lines[2].split()[-1] == "2h58m" and "k2" in lines[2]
+    # Columns line up: every row has its STATE where the header has it.
+    col = lines[0].index("STATE")
+    assert lines[1][col:].startswith("active") and lines[2][col:].startswith("setup")

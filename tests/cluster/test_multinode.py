@@ -36,7 +36,9 @@ async def page_ua() -> AsyncIterator[SipEndpoint]:
     await ep.close()
 
 
-def start_nodes(redis_server: RedisServer, msrp_user: MsrpUser, count: int, **env: str) -> list[GatewayProcess]:
+def start_nodes(
+    redis_server: RedisServer, msrp_user: MsrpUser, count: int, **env: str
+) -> list[GatewayProcess]:
     nodes = []
     for i in range(count):
         node = GatewayProcess(
@@ -57,7 +59,9 @@ def start_nodes(redis_server: RedisServer, msrp_user: MsrpUser, count: int, **en
     return nodes
 
 
-async def send_message(ua: SipEndpoint, node: GatewayProcess, body: str, user: str = "alice") -> int:
+async def send_message(
+    ua: SipEndpoint, node: GatewayProcess, body: str, user: str = "alice"
+) -> int:
     host, port = node.sip("udp")
     req = ua.new_request(
         "MESSAGE",
