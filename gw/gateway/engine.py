@@ -27,6 +27,7 @@ from gw.msrp.events import (
     MessageDelivered,
     MessageFailed,
     MessageReceived,
+    ReportIgnored,
     RequestRejected,
     SessionClosed,
     SessionEvent,
@@ -355,7 +356,9 @@ class Gateway:
         reason: str | None = None
         try:
             response, dialog = await self._invite(invite, s.setup_timeout)
-            if response.get("X-Gw-Local") is None:
+            if response.get("X-Gw-Local") is None and response.status >= 300:
+                # The event reports a negative reply only; after a 2xx (MSRP leg failed) or
+                # with no reply at all its code and reason are null (reference semantics).
                 code, reason = response.status, response.reason
             if dialog is None:
                 status = response.status if response.status >= 300 else 500
@@ -426,6 +429,8 @@ class Gateway:
             peer_accept_types=media.accept_types or None,
             peer_max_size=media.max_size,
             chunk_size=self.settings.chunk_size,
+            # what the MSRP user sends here becomes MESSAGEs too: same limit as answered
+            max_message_size=self.settings.max_page_message_size,
             transaction_timeout=self.settings.msrp_transaction_timeout,
         )
         session.msrp = handle
@@ -445,6 +450,9 @@ class Gateway:
             local_path=[str(local_uri)],
             peer_path=list(media.path),
         )
+        if handle.closed:  # lost while we were recording it (its SessionClosed came early)
+            await self._bye(session)
+            raise _SetupFailed(480, "MSRP Connection Failed")
 
     async def _setup_failed(
         self, session: GwSession, status: int, reason: str, code: int | None, sip_reason: str | None
@@ -521,6 +529,14 @@ class Gateway:
             self.counters[f"page_to_msrp_failed_{result.code}"] += 1
         else:
             outcome = Outcome(480, "MSRP Message Aborted")
+        if outcome.status >= 300:
+            log.info(
+                "message to MSRP failed: %s -> %d %s",
+                getattr(result, "code", "aborted"),
+                outcome.status,
+                outcome.reason,
+                extra={"key": session.key, "call_id": pending.call_id},
+            )
         if not pending.done.done():
             pending.done.set_result(outcome)
 
@@ -648,7 +664,17 @@ class Gateway:
             log.info(
                 "msrp request rejected: %d %s", event.code, event.reason, extra={"key": session.key}
             )
-        elif isinstance(event, SessionClosed) and session.state != ENDING:
+        elif isinstance(event, ReportIgnored):
+            self.counters["msrp_reports_ignored"] += 1
+            log.info(
+                "msrp REPORT ignored: %s %s (%s)",
+                event.message_id,
+                event.status,
+                event.reason,
+                extra={"key": session.key},
+            )
+        elif isinstance(event, SessionClosed) and session.state == ACTIVE:
+            # While setting up, the setup task handles a failed MSRP leg (precise answer).
             log.info("msrp session closed: %s", event.reason, extra={"key": session.key})
             self._spawn(self.end_session(session.key, f"msrp closed: {event.reason}"))
 
@@ -674,7 +700,18 @@ class Gateway:
                 handle.report_failure(msg.message_id, 403, "Bad Coordinates")
             return
         response = await self.sip.request(req)
-        if 200 <= response.status < 300:
+        delivered = 200 <= response.status < 300
+        log.log(
+            logging.DEBUG if delivered else logging.INFO,
+            "msrp message %s (%d bytes %s) -> MESSAGE %d %s",
+            msg.message_id,
+            len(msg.body),
+            msg.content_type,
+            response.status,
+            response.reason,
+            extra={"key": session.key, "call_id": req.call_id},
+        )
+        if delivered:
             self.counters["msrp_to_page_delivered"] += 1
             if handle is not None and msg.success_report:
                 handle.report_success(msg.message_id)
@@ -741,6 +778,8 @@ class Gateway:
                 peer_accept_types=media.accept_types or None,
                 peer_max_size=media.max_size,
                 chunk_size=self.settings.chunk_size,
+                max_message_size=self.settings.max_page_message_size,
+                transaction_timeout=self.settings.msrp_transaction_timeout,
             )
             local_uri = session.msrp.local_uri
         session.peer_types = list(media.accept_types)

@@ -12,9 +12,18 @@ from dataclasses import dataclass, field
 from gw.msrp.endpoint import MsrpEndpoint
 from gw.msrp.endpoint import Session as MsrpHandle
 from gw.msrp.events import MessageReceived, SessionEvent
+from gw.msrp.uri import MsrpUri
 from gw.sip.dialog import Dialog
 from gw.sip.endpoint import EndpointConfig, IncomingRequest, SipEndpoint
-from gw.sip.sdp import build_msrp_answer, build_msrp_offer, find_msrp_media, parse_sdp, we_connect
+from gw.sip.message import Response
+from gw.sip.sdp import (
+    MsrpMedia,
+    build_msrp_answer,
+    build_msrp_offer,
+    find_msrp_media,
+    parse_sdp,
+    we_connect,
+)
 from gw.sip.transaction import Address, Timers
 from gw.sip.transport import ListenSpec
 
@@ -24,6 +33,20 @@ class Received:
     content_type: str
     body: bytes
     message_id: str
+
+
+@dataclass
+class Offered:
+    """The gateway's answer to our INVITE, before any MSRP connection is made."""
+
+    response: Response
+    dialog: Dialog | None
+    local_uri: MsrpUri  # our a=path (what the gateway expects as From-Path)
+    media: MsrpMedia | None  # the gateway's MSRP stream (its a=path, a=setup)
+
+    @property
+    def status(self) -> int:
+        return self.response.status
 
 
 @dataclass
@@ -39,6 +62,9 @@ class MsrpUser:
     byes: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     answer_path: str | None = None  # override a=path in our answer (e.g. a dead port)
+    # a=accept-types we advertise in SDP (default: accept_types). Advertising more than
+    # the session accepts makes our MSRP session refuse the gateway's SEND with 415.
+    advertise_types: list[str] | None = None
 
     async def start(self) -> None:
         self.sip = SipEndpoint(EndpointConfig(timers=Timers(t1=0.1, t2=0.4)), self._handle)
@@ -90,7 +116,7 @@ class MsrpUser:
             address="127.0.0.1",
             port=self.msrp.uri.port or 0,
             path=[self.answer_path or str(local)],
-            accept_types=self.accept_types,
+            accept_types=self.advertise_types or self.accept_types,
             setup="passive" if media.setup else None,
             offer_sdp=offer_sdp,
         )
@@ -105,17 +131,15 @@ class MsrpUser:
         self.sessions.append(handle)
         incoming.respond(200, body=answer.to_bytes(), content_type="application/sdp")
 
-    async def call(
-        self, gateway: tuple[str, int], *, to: str, from_user: str = "bob"
-    ) -> tuple[int, MsrpHandle | None]:
-        """Set up a session towards the gateway (the msrp_gw_answer direction)."""
+    async def offer(self, gateway: tuple[str, int], *, to: str, from_user: str = "bob") -> Offered:
+        """INVITE the gateway with an MSRP offer (a=setup:actpass); do not connect."""
         assert self.sip is not None and self.msrp is not None
         local = self.msrp.new_local_uri()
         offer = build_msrp_offer(
             address="127.0.0.1",
             port=self.msrp.uri.port or 0,
             path=[str(local)],
-            accept_types=self.accept_types,
+            accept_types=self.advertise_types or self.accept_types,
             setup="actpass",
         )
         to_user = to.split("@", 1)[0]
@@ -130,14 +154,24 @@ class MsrpUser:
         )
         response, dialog = await self.sip.invite(req, Address("UDP", *gateway))
         if dialog is None:
-            return response.status, None
+            return Offered(response, None, local, None)
         self.dialogs.append(dialog)
-        media = find_msrp_media(parse_sdp(response.body))
+        return Offered(response, dialog, local, find_msrp_media(parse_sdp(response.body)))
+
+    async def call(
+        self, gateway: tuple[str, int], *, to: str, from_user: str = "bob"
+    ) -> tuple[int, MsrpHandle | None]:
+        """Set up a session towards the gateway (the msrp_gw_answer direction)."""
+        assert self.msrp is not None
+        offered = await self.offer(gateway, to=to, from_user=from_user)
+        if offered.dialog is None:
+            return offered.status, None
+        media = offered.media
         assert media is not None
         active = we_connect(we_offered=True, offer="actpass", answer=media.setup)
         handle = self.msrp.create_session(
             media.path,
-            local_uri=local,
+            local_uri=offered.local_uri,
             role="active" if active else "passive",
             accept_types=self.accept_types,
             on_event=self._on_event,
@@ -145,7 +179,7 @@ class MsrpUser:
         )
         await handle.connect(timeout=5)
         self.sessions.append(handle)
-        return response.status, handle
+        return offered.status, handle
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
         async def _wait() -> None:
