@@ -18,6 +18,8 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from gw import __version__
+from gw.cluster.registry import NodeRegistry
+from gw.cluster.rpc import Rpc
 from gw.config import Config, parse_msrp_listen
 from gw.gateway.engine import Gateway, GatewaySettings
 from gw.gateway.policy import Policy, load_hook, split_types
@@ -31,7 +33,7 @@ from gw.sip.transport import parse_listen
 from gw.store.embedded import EmbeddedRedis
 from gw.store.events import EventBus
 from gw.store.expiry import ExpiryListener
-from gw.store.sessions import SessionStore
+from gw.store.sessions import SessionStore, scan_batch
 
 log = logging.getLogger("gw.node")
 
@@ -123,6 +125,8 @@ class Node:
         self.redis: Redis | None = None
         self.gateway: Gateway | None = None
         self.expiry: ExpiryListener | None = None
+        self.registry: NodeRegistry | None = None
+        self.rpc: Rpc | None = None
         self.mgmt = MgmtServer(cfg.mgmt.listen, cfg.mgmt.token, ready=self._ready)
         self.bound: list[Address] = []
         self.stopping = asyncio.Event()
@@ -130,7 +134,7 @@ class Node:
 
     async def _handle(self, incoming: Any) -> None:
         if self.gateway is None:
-            incoming.respond(503, headers=[("Retry-After", "5")])
+            incoming.respond(503, headers=[("Retry-After", str(self.cfg.gateway.retry_after))])
             return
         await self.gateway.handle(incoming)
 
@@ -159,6 +163,12 @@ class Node:
         )
         bus = EventBus(self.redis, node=cfg.node.id)
         await self.msrp.start()
+        self.registry = NodeRegistry(
+            self.redis,
+            cfg.node.id,
+            ttl=cfg.cluster.heartbeat_ttl,
+            info={"msrp": str(self.msrp.uri)},
+        )
         self.gateway = Gateway(
             GatewaySettings(
                 node_id=cfg.node.id,
@@ -182,7 +192,14 @@ class Node:
             store=store,
             bus=bus,
             policy=self.policy,
+            registry=self.registry,
+            forward_timeout=cfg.cluster.forward_timeout,
         )
+        self.gateway.scan_count = scan_batch(g.hash_size)
+        self.rpc = Rpc(self.redis, cfg.node.id, self.gateway.on_rpc)
+        self.gateway.rpc = self.rpc
+        await self.rpc.start()
+        await self.registry.start()
         self.expiry = ExpiryListener(self.redis, self.gateway.on_expired)
         await self.expiry.start()
         self._register_mi()
@@ -199,7 +216,8 @@ class Node:
 
         async def list_sessions(params: MiParams) -> Any:
             try:
-                return {"Sessions": await gw.list_sessions()}
+                # A bare array of session objects, as OpenSIPS's msrp_gw_list_sessions.
+                return await gw.list_sessions()
             except (RedisError, OSError) as exc:
                 raise MiError(500, "Store unavailable", str(exc)) from None
 
@@ -439,6 +457,12 @@ class Node:
             await self.gateway.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.registry is not None:
+            with contextlib.suppress(Exception):
+                await self.registry.stop()
+        if self.rpc is not None:
+            with contextlib.suppress(Exception):
+                await self.rpc.stop()
         if self.expiry is not None:
             with contextlib.suppress(Exception):
                 await self.expiry.stop()

@@ -17,10 +17,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from gw.cluster.registry import NodeRegistry
+from gw.cluster.rpc import NodeUnreachable, Rpc
 from gw.gateway import events as ev
 from gw.gateway.mapping import msrp_to_sip, sip_to_msrp
 from gw.gateway.policy import ANSWER, MSG_TO_MSRP, OPTIONS, Decision, Policy
-from gw.gateway.session import ACTIVE, ENDING, SETUP, GwSession, Outcome, Pending
+from gw.gateway.session import ACTIVE, ENDING, SETUP, GwSession, Outcome, PageMessage, Pending
 from gw.msrp.endpoint import MsrpEndpoint, MsrpSessionError
 from gw.msrp.endpoint import Session as MsrpHandle
 from gw.msrp.events import (
@@ -45,7 +47,7 @@ from gw.sip.sdp import (
     parse_sdp,
     we_connect,
 )
-from gw.sip.uri import SipSyntaxError, parse_name_addr
+from gw.sip.uri import NameAddr, SipSyntaxError, parse_name_addr
 from gw.store.events import EventBus
 from gw.store.records import SessionRecord
 from gw.store.sessions import SessionNotFound, SessionStore
@@ -87,6 +89,9 @@ class Gateway:
         store: SessionStore,
         bus: EventBus,
         policy: Policy,
+        registry: NodeRegistry | None = None,
+        rpc: Rpc | None = None,
+        forward_timeout: float = 12.0,
     ) -> None:
         self.settings = settings
         self.sip = sip
@@ -94,6 +99,12 @@ class Gateway:
         self.store = store
         self.bus = bus
         self.policy = policy
+        self.registry = registry
+        self.rpc = rpc
+        # The owner answers within its delivery timeout; wait a little longer than that.
+        self.forward_timeout = max(forward_timeout, settings.delivery_timeout + 1.0)
+        self._creating: dict[str, asyncio.Future[None]] = {}
+        self.scan_count = 1000
         self.sessions: dict[str, GwSession] = {}
         self.by_call_id: dict[str, GwSession] = {}
         self.counters: Counter[str] = Counter()
@@ -193,56 +204,103 @@ class Gateway:
         if self.draining:
             self._unavailable(incoming, "draining")
             return
-        key = decision.key
-        session = self.sessions.get(key)
+        page = PageMessage(
+            key=decision.key,
+            body=request.body,
+            content_type=ctype,
+            call_id=request.call_id,
+            page_from=str(NameAddr(uri=request.from_.uri, display=request.from_.display)),
+            page_to=str(NameAddr(uri=request.to.uri, display=request.to.display)),
+            ruri=decision.ruri or str(request.uri),
+            content_types=list(types),
+        )
+        outcome = await self.route_page(page)
+        if outcome.status == 503 and not any(h == "Retry-After" for h, _ in outcome.headers):
+            outcome.headers.append(("Retry-After", str(self.settings.retry_after)))
+        self._answer(incoming, outcome)
+
+    async def route_page(self, page: PageMessage) -> Outcome:
+        """Deliver on the local session, forward to the owner, or take the key over."""
         try:
-            if session is None or session.state == ENDING:
-                session = await self._new_outbound(incoming, decision)
-                if session is None:
-                    return
-            else:
-                await self.store.touch(key, page_message=True, now=time.time())
-        except SessionNotFound:
-            self._drop_local(key)
-            session = await self._new_outbound(incoming, decision)
-            if session is None:
-                return
+            return await self._route_page(page)
         except (RedisError, OSError) as exc:
-            log.warning("store unavailable: %s", exc)
-            self._unavailable(incoming, "store")
-            return
+            log.warning("store unavailable: %s", exc, extra={"key": page.key})
+            self.counters["store_errors"] += 1
+            return Outcome(
+                503, "Service Unavailable", [("Retry-After", str(self.settings.retry_after))]
+            )
+
+    async def _route_page(self, page: PageMessage) -> Outcome:
+        me = self.settings.node_id
+        key = page.key
+        creating = self._creating.get(key)
+        if creating is not None:
+            await asyncio.shield(creating)
+        session = self.sessions.get(key)
+        if session is not None and session.state != ENDING:
+            try:
+                await self.store.touch(key, page_message=True, now=time.time())
+            except SessionNotFound:
+                self._drop_local(key)
+                session = None
+            if session is not None:
+                return await self._deliver_local(session, page)
+        rec = await self.store.get(key)
+        if rec is not None and rec.owner != me:
+            if self.registry is not None and await self.registry.alive(rec.owner):
+                return await self._forward(rec.owner, page)
+            claimed = await self.store.claim(key, expected_owner=rec.owner, new_owner=me)
+            if claimed is None:  # another node took it first: it is the owner now
+                rec2 = await self.store.get(key)
+                if rec2 is not None and rec2.owner != me and page.hops < 2:
+                    return await self._forward(rec2.owner, page)
+                return Outcome(503, "Session Owner Changing")
+            log.info("session taken over from %s", rec.owner, extra={"key": key})
+            self.counters["sessions_taken_over"] += 1
+            await self._publish(
+                ev.SESSION_MOVED,
+                {"key": key, "from_node": rec.owner, "to_node": me, "reason": "owner dead"},
+            )
+            session = self._start_outbound(page, claimed)
+        elif rec is not None:
+            session = self._start_outbound(page, rec)  # ours in Redis, but not in this process
+        else:
+            session = await self._create_outbound(page)
+            if session is None:  # lost a creation race: route to the winner
+                if page.hops >= 2:
+                    return Outcome(503, "Session Create Race")
+                page.hops += 1
+                return await self._route_page(page)
+        return await self._deliver_local(session, page)
+
+    async def _deliver_local(self, session: GwSession, page: PageMessage) -> Outcome:
         if (
             session.state == ACTIVE
             and session.peer_types
-            and not mime_matches(ctype, session.peer_types)
+            and not mime_matches(page.content_type, session.peer_types)
         ):
-            self._reject(
-                incoming,
-                415,
-                "Unsupported Media Type",
-                "not accepted by MSRP peer",
-                [("Accept", ", ".join(session.peer_types))],
+            self.counters["rejected_415"] += 1
+            return Outcome(
+                415, "Unsupported Media Type", [("Accept", ", ".join(session.peer_types))]
             )
-            return
         s = self.settings
         if (
             len(session.queue) >= s.max_queued_messages
-            or session.queued_bytes + len(request.body) > s.max_queued_bytes
+            or session.queued_bytes + len(page.body) > s.max_queued_bytes
         ):
-            self._unavailable(incoming, "queue full")
-            return
+            self.counters["queue_full"] += 1
+            return Outcome(503, "Queue Full", [("Retry-After", str(s.retry_after))])
         loop = asyncio.get_running_loop()
-        pending = Pending(request.body, ctype, loop.create_future(), request.call_id)
+        pending = Pending(page.body, page.content_type, loop.create_future(), page.call_id)
         session.enqueue(pending)
         self.counters["page_messages_in"] += 1
         if session.state == ACTIVE:
             self._flush(session)
         if s.reply_mode == "accept":
-            incoming.respond(202, "Accepted")
             self._spawn(self._await_for_event(session, pending))
-            return
+            return Outcome(202, "Accepted")
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(pending.done), s.delivery_timeout)
+            return await asyncio.wait_for(asyncio.shield(pending.done), s.delivery_timeout)
         except TimeoutError:
             outcome = Outcome(408, "Delivery Timeout")
             with contextlib.suppress(ValueError):
@@ -250,7 +308,46 @@ class Gateway:
                 session.queued_bytes -= pending.size
             if not pending.done.done():
                 pending.done.set_result(outcome)
-        self._answer(incoming, outcome)
+            return outcome
+
+    async def _forward(self, owner: str, page: PageMessage) -> Outcome:
+        """Hand the MESSAGE to the owner node and answer with its outcome (ARCHITECTURE §4)."""
+        if self.rpc is None:
+            return Outcome(503, "Session Owned Elsewhere")
+        self.counters["forwarded_to_owner"] += 1
+        payload = {"op": "message", **page.to_wire()}
+        try:
+            reply = await self.rpc.call(owner, payload, self.forward_timeout)
+        except NodeUnreachable:
+            if self.registry is not None:
+                self.registry.forget(owner)
+            if page.hops >= 2:
+                return Outcome(503, "Session Owner Unreachable")
+            page.hops += 1
+            await asyncio.sleep(0.05)
+            if self.registry is not None and not await self.registry.alive(owner):
+                return await self._route_page(page)
+            return Outcome(503, "Session Owner Unreachable")
+        except TimeoutError:
+            self.counters["forward_timeouts"] += 1
+            return Outcome(408, "Owner Did Not Answer")
+        if "error" in reply:
+            return Outcome(500, "Owner Failed")
+        headers = [(str(h), str(v)) for h, v in reply.get("headers", [])]
+        return Outcome(int(reply.get("status", 500)), str(reply.get("reason", "")), headers)
+
+    async def on_rpc(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Requests from other nodes: forwarded MESSAGEs and session ends."""
+        op = msg.get("op")
+        if op == "message":
+            page = PageMessage.from_wire(msg)
+            page.hops += 1
+            outcome = await self.route_page(page)
+            return {"status": outcome.status, "reason": outcome.reason, "headers": outcome.headers}
+        if op == "end":
+            ok = await self.end_session(str(msg.get("key")), str(msg.get("reason", "mi")))
+            return {"ok": ok}
+        return {"error": f"unknown op {op!r}"}
 
     def _answer(self, incoming: IncomingRequest, outcome: Outcome) -> None:
         self.counters[f"page_answer_{outcome.status}"] += 1
@@ -260,6 +357,7 @@ class Gateway:
     async def _await_for_event(self, session: GwSession, pending: Pending) -> None:
         outcome = await pending.done
         if outcome.status >= 300:
+            self.counters[f"page_answer_{outcome.status}"] += 1
             await self._publish(
                 ev.DELIVERY_FAILED,
                 {
@@ -270,66 +368,50 @@ class Gateway:
                 },
             )
 
-    async def _new_outbound(
-        self, incoming: IncomingRequest, decision: Decision
-    ) -> GwSession | None:
-        request = incoming.request
-        frm, to = request.from_, request.to
+    async def _create_outbound(self, page: PageMessage) -> GwSession | None:
+        """A new key: create the record (atomic) and start the MSRP leg; None if we lost."""
         now = time.time()
         record = SessionRecord(
-            key=decision.key,
+            key=page.key,
             state="setup",
             origin="msg_to_msrp",
             owner=self.settings.node_id,
-            # MESSAGEs back to the page-mode user are mirrored (reference behaviour).
-            msg_from=str(to.uri),
-            msg_to=str(frm.uri),
-            msg_ruri=str(frm.uri),
-            content_types=list(decision.content_types or self.settings.content_types),
+            content_types=list(page.content_types or self.settings.content_types),
             created=now,
             last_message=now,
             last_send=now,
         )
-        created = await self.store.create(record)
-        if not created:
-            existing = await self.store.get(decision.key)
-            if existing is not None and existing.owner != self.settings.node_id:
-                claimed = await self.store.claim(
-                    decision.key, expected_owner=existing.owner, new_owner=self.settings.node_id
-                )
-                if claimed is None:
-                    self._unavailable(incoming, "session owned elsewhere")
-                    return None
-                record = claimed
-            elif existing is not None:
-                record = existing
-            else:
-                if not await self.store.create(record):
-                    self._unavailable(incoming, "session create race")
-                    return None
+        page.mirror_into(record)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._creating[page.key] = done
+        try:
+            if not await self.store.create(record):
+                return None
+            return self._start_outbound(page, record, fresh=True)
+        finally:
+            del self._creating[page.key]
+            done.set_result(None)
+
+    def _start_outbound(
+        self, page: PageMessage, record: SessionRecord, *, fresh: bool = False
+    ) -> GwSession:
+        """Own `record` and set up a new MSRP leg for it (new key, or taken over)."""
+        if not fresh:
+            page.mirror_into(record)
             record.state = "setup"
-            record.msg_from, record.msg_to, record.msg_ruri = (
-                str(to.uri),
-                str(frm.uri),
-                str(frm.uri),
-            )
-            await self.store.update(
-                decision.key,
-                state="setup",
-                msg_from=record.msg_from,
-                msg_to=record.msg_to,
-                msg_ruri=record.msg_ruri,
-            )
-        session = GwSession(key=decision.key, origin="msg_to_msrp", record=record)
-        self.sessions[decision.key] = session
+            record.origin = "msg_to_msrp"
+            record.content_types = list(page.content_types or self.settings.content_types)
+        session = GwSession(key=page.key, origin="msg_to_msrp", record=record)
+        self.sessions[page.key] = session
         self.counters["sessions_created_msg_to_msrp"] += 1
-        session.setup_task = asyncio.create_task(self._setup(session, request, decision))
+        session.setup_task = asyncio.create_task(self._setup(session, page, fresh))
         self._tasks.add(session.setup_task)
         session.setup_task.add_done_callback(self._tasks.discard)
         return session
 
-    async def _setup(self, session: GwSession, message: Request, decision: Decision) -> None:
+    async def _setup(self, session: GwSession, page: PageMessage, fresh: bool) -> None:
         s = self.settings
+
         local_uri = self.msrp.new_local_uri()
         setup = None if s.msrp_setup == "none" else s.msrp_setup
         offer = build_msrp_offer(
@@ -340,12 +422,11 @@ class Gateway:
             accept_wrapped_types=s.accept_wrapped_types,
             setup=setup,
         )
-        frm = message.from_
         invite = self.sip.new_request(
             "INVITE",
-            decision.ruri or str(message.uri),
-            from_=frm.__class__(uri=frm.uri, display=frm.display),
-            to=message.to.__class__(uri=message.to.uri, display=message.to.display),
+            page.ruri,
+            from_=page.page_from,
+            to=page.page_to,
             body=offer.to_bytes(),
             content_type="application/sdp",
             headers=[("Contact", f"<{self.sip.contact_uri('UDP')}>"), (LOOP_HEADER, s.node_id)],
@@ -355,6 +436,17 @@ class Gateway:
         code: int | None = None
         reason: str | None = None
         try:
+            if not fresh:
+                rec = session.record
+                await self.store.update(
+                    session.key,
+                    state="setup",
+                    origin="msg_to_msrp",
+                    msg_from=rec.msg_from,
+                    msg_to=rec.msg_to,
+                    msg_ruri=rec.msg_ruri,
+                    content_types=rec.content_types,
+                )
             response, dialog = await self._invite(invite, s.setup_timeout)
             if response.get("X-Gw-Local") is None and response.status >= 300:
                 # The event reports a negative reply only; after a 2xx (MSRP leg failed) or
@@ -804,16 +896,26 @@ class Gateway:
     async def end_session(self, key: str, reason: str, *, send_bye: bool = True) -> bool:
         session = self.sessions.get(key)
         if session is None:
-            try:
-                rec = await self.store.get(key)
-            except (RedisError, OSError):
-                rec = None
+            rec = await self.store.get(key)  # a store error propagates: "unavailable", not 404
             if rec is None:
                 return False
-            with contextlib.suppress(RedisError, OSError):
-                await self.store.delete(key)
+            if await self._owner_elsewhere(rec.owner):
+                assert self.rpc is not None
+                # The owner holds the dialog and the MSRP connection: it sends the BYE.
+                with contextlib.suppress(NodeUnreachable, TimeoutError):
+                    reply = await self.rpc.call(
+                        rec.owner,
+                        {"op": "end", "key": key, "reason": reason},
+                        self.forward_timeout,
+                    )
+                    return bool(reply.get("ok"))
+            # Owner dead (or we own a record without live state): clean up the record.
+            if not await self.store.delete(key, owner=rec.owner):
+                return False
+            log.info("session ended: %s (owner %s gone)", reason, rec.owner, extra={"key": key})
             await self._publish(
-                ev.SESSION_ENDED, {"key": key, "reason": reason, "origin": rec.origin}
+                ev.SESSION_ENDED,
+                {"key": key, "reason": reason, "origin": rec.origin, "owner": rec.owner},
             )
             return True
         if session.state == ENDING:
@@ -828,6 +930,12 @@ class Gateway:
             await self._bye(session)
         await self._forget(session, reason)
         return True
+
+    async def _owner_elsewhere(self, owner: str) -> bool:
+        """True when another live node owns it (so it must do the work)."""
+        if owner == self.settings.node_id or self.rpc is None or self.registry is None:
+            return False
+        return await self.registry.alive(owner)
 
     async def _bye(self, session: GwSession) -> None:
         dialog = session.dialog
@@ -865,15 +973,19 @@ class Gateway:
             return
         if rec is None:
             return
-        if rec.owner != self.settings.node_id and key not in self.sessions:
-            return  # its owner ends it (cluster takeover handles dead owners)
         if self.store.deadline(rec) > time.time() + 0.5:
             return  # touched meanwhile: a new deadline is armed
-        await self.end_session(key, "expired")
+        if rec.owner != self.settings.node_id and key not in self.sessions:
+            # Its owner ends it; when the owner is dead, the first node to see it does.
+            alive = self.registry is None or await self.registry.alive(rec.owner)
+            if alive:
+                return
+        with contextlib.suppress(RedisError, OSError):
+            await self.end_session(key, "expired")
 
     async def sweep(self) -> None:
         with contextlib.suppress(RedisError, OSError):
-            for key in await self.store.expired_sweep():
+            for key in await self.store.expired_sweep(count=self.scan_count):
                 await self.on_expired(key)
 
     async def drain(self) -> None:
@@ -885,25 +997,30 @@ class Gateway:
     # -- management -------------------------------------------------------------------------
     async def list_sessions(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        async for rec in self.store.iter_sessions():
+        async for rec in self.store.iter_sessions(self.scan_count):
             local = self.sessions.get(rec.key)
+            sid = rec.local_path[0].rsplit("/", 1)[-1].split(";")[0] if rec.local_path else ""
             out.append(
                 {
+                    # The fields of OpenSIPS msrp_gateway's msrp_gw_list_sessions first...
                     "key": rec.key,
+                    "msg_side_from": rec.msg_from,
+                    "msg_side_to": rec.msg_to,
+                    "msg_side_ruri": rec.msg_ruri,
+                    "msrp_ua_session_id": sid,
+                    # ...then ours.
                     "state": local.state if local else rec.state,
                     "origin": rec.origin,
                     "owner": rec.owner,
                     "from": rec.msg_from,
                     "to": rec.msg_to,
                     "ruri": rec.msg_ruri,
-                    "msrp_session_id": (
-                        rec.local_path[0].rsplit("/", 1)[-1].split(";")[0] if rec.local_path else ""
-                    ),
+                    "msrp_session_id": sid,
                     "peer_path": rec.peer_path,
                     "created": rec.created,
                     "last_message": rec.last_message,
                     "last_send": rec.last_send,
-                    "queued": len(local.queue) if local else 0,
+                    "queued": len(local.queue) if local else None,
                 }
             )
         return out

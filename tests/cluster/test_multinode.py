@@ -1,4 +1,4 @@
-"""Several real `msrp-gw run` nodes sharing one Redis, fed round-robin, as behind a load balancer."""
+"""Several real `msrp-gw run` nodes sharing one Redis, fed round-robin as by a load balancer."""
 
 from __future__ import annotations
 
