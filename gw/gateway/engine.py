@@ -241,8 +241,9 @@ class Gateway:
             try:
                 await self.store.touch(key, page_message=True, now=time.time())
             except SessionNotFound:
-                self._drop_local(key)
-                session = None
+                # Redis lost it (restart without persistence): we hold the live session.
+                if not await self._rebuild(session):
+                    session = None
             if session is not None:
                 return await self._deliver_local(session, page)
         rec = await self.store.get(key)
@@ -774,8 +775,15 @@ class Gateway:
         rec = session.record
         handle = session.msrp
         self.counters["msrp_messages_in"] += 1
-        with contextlib.suppress(RedisError, OSError, SessionNotFound):
+        try:
             await self.store.touch(session.key, page_message=False, now=time.time())
+        except SessionNotFound:
+            with contextlib.suppress(RedisError, OSError):
+                await self._rebuild(session)
+        except (RedisError, OSError):
+            self.counters["store_errors"] += (
+                1  # the message still goes out: Redis is not in its path
+            )
         try:
             req = self.sip.new_request(
                 "MESSAGE",
@@ -960,10 +968,40 @@ class Gateway:
             ev.SESSION_ENDED, {"key": session.key, "reason": reason, "origin": session.origin}
         )
 
-    def _drop_local(self, key: str) -> None:
-        session = self.sessions.pop(key, None)
-        if session is not None and session.msrp is not None:
-            session.msrp.close("gone from store")
+    async def _rebuild(self, session: GwSession) -> bool:
+        """Re-create the record of a live session Redis lost; if another node created the
+        key meanwhile, that one wins and ours ends cleanly (BYE)."""
+        rec = session.record
+        rec.owner = self.settings.node_id
+        rec.state = "active" if session.state == ACTIVE else "setup"
+        if session.dialog is not None:
+            d = session.dialog
+            rec.call_id, rec.local_tag, rec.remote_tag = d.call_id, d.local_tag, d.remote_tag
+        if session.msrp is not None:
+            rec.local_path = [str(session.msrp.local_uri)]
+            rec.peer_path = [str(u) for u in session.msrp.peer_path]
+        rec.created = rec.created or time.time()
+        rec.last_message = rec.last_send = time.time()
+        if await self.store.create(rec):
+            self.counters["sessions_rebuilt"] += 1
+            log.info("session record rebuilt from live state", extra={"key": session.key})
+            return True
+        await self.end_session(session.key, "superseded")
+        return False
+
+    async def reconcile(self) -> None:
+        """Rebuild records of live sessions that Redis lost (restart, failover, flush)."""
+        keys = [k for k, s in self.sessions.items() if s.state == ACTIVE]
+        for start in range(0, len(keys), 500):
+            batch = keys[start : start + 500]
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                for key in batch:
+                    pipe.exists(self.store.keys.session(key))
+                found = await pipe.execute()
+            for key, exists in zip(batch, found, strict=True):
+                session = self.sessions.get(key)
+                if not exists and session is not None and session.state == ACTIVE:
+                    await self._rebuild(session)
 
     async def on_expired(self, key: str) -> None:
         """The session's deadline passed (keyspace notification or sweep)."""
@@ -987,6 +1025,7 @@ class Gateway:
         with contextlib.suppress(RedisError, OSError):
             for key in await self.store.expired_sweep(count=self.scan_count):
                 await self.on_expired(key)
+            await self.reconcile()
 
     async def drain(self) -> None:
         """SIGTERM: take no new work, end what we own with BYE."""
