@@ -79,6 +79,7 @@ class GatewaySection:
     routing_hook: str = ""
     failure_notice: str = ""
     msrp_setup: str = "actpass"
+    trace_keys: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -238,6 +238,47 @@ class Node:
             "msrp_gw_end_session", end_session, ["msrp_gateway:end_session"], params=[("key",)]
         )
 
+        async def trace(params: MiParams) -> Any:
+            key = param_str(params, "key")
+            mode = param_str(params, "mode").lower() if "mode" in params else "on"
+            if mode not in ("on", "off"):
+                raise MiError(400, "mode must be on or off")
+            gw.set_trace(key, mode == "on")
+            return {"key": key, "trace": mode, "traced": sorted(gw.traced)}
+
+        self.mgmt.mi.register("msrp_gw_trace", trace, params=[("key",), ("key", "mode")])
+        for key in self.cfg.gateway.trace_keys:
+            gw.set_trace(key, True)
+        self._install_tracers()
+
+    def _install_tracers(self) -> None:
+        """Log every SIP and MSRP frame of traced sessions (cheap no-ops while none is)."""
+        gw = self.gateway
+        assert gw is not None
+        trace_log = logging.getLogger("gw.trace")
+
+        def sip_tracer(direction: str, message: Any, peer: Address) -> None:
+            if gw.traced and gw.traces_sip(message):
+                trace_log.info(
+                    "sip %s %s:%s:%d\n%s",
+                    direction,
+                    peer.transport.lower(),
+                    peer.host,
+                    peer.port,
+                    message.to_bytes().decode("utf-8", "replace"),
+                    extra={"call_id": message.get("Call-ID") or ""},
+                )
+
+        def msrp_tracer(direction: str, data: bytes, peer: Any) -> None:
+            if not gw.traced:
+                return
+            ids = gw.traced_msrp_ids()
+            if any(sid in data for sid in ids):
+                trace_log.info("msrp %s %s\n%s", direction, peer, data.decode("utf-8", "replace"))
+
+        self.sip.transports.tracer = sip_tracer
+        self.msrp.tracer = msrp_tracer
+
     def _register_metrics(self) -> None:
         """Scrape-time views of the gateway's, SIP's and MSRP's counters (no hot-path cost)."""
         gw, sip, msrp, reg = self.gateway, self.sip, self.msrp, self.mgmt.metrics

@@ -104,6 +104,9 @@ class Gateway:
         # The owner answers within its delivery timeout; wait a little longer than that.
         self.forward_timeout = max(forward_timeout, settings.delivery_timeout + 1.0)
         self._creating: dict[str, asyncio.Future[None]] = {}
+        # Per-session trace switch (config gateway.trace_keys, MI msrp_gw_trace).
+        self.traced: set[str] = set()
+        self.trace_call_ids: set[str] = set()
         self.scan_count = 1000
         self.sessions: dict[str, GwSession] = {}
         self.by_call_id: dict[str, GwSession] = {}
@@ -404,6 +407,7 @@ class Gateway:
             record.content_types = list(page.content_types or self.settings.content_types)
         session = GwSession(key=page.key, origin="msg_to_msrp", record=record)
         self.sessions[page.key] = session
+        session.trace = page.key in self.traced
         self.counters["sessions_created_msg_to_msrp"] += 1
         session.setup_task = asyncio.create_task(self._setup(session, page, fresh))
         self._tasks.add(session.setup_task)
@@ -434,6 +438,7 @@ class Gateway:
         )
         session.invite = invite
         self.by_call_id[invite.call_id] = session
+        self._note_trace_ids(session)
         code: int | None = None
         reason: str | None = None
         try:
@@ -717,6 +722,8 @@ class Gateway:
         )
         session.msrp = handle
         self.sessions[decision.key] = session
+        session.trace = decision.key in self.traced
+        self._note_trace_ids(session)
         self.by_call_id[request.call_id] = session
         self.counters["sessions_created_answer"] += 1
         answer = build_msrp_answer(
@@ -799,6 +806,8 @@ class Gateway:
             if handle is not None:
                 handle.report_failure(msg.message_id, 403, "Bad Coordinates")
             return
+        if session.trace:
+            self.trace_call_ids.add(req.call_id)
         response = await self.sip.request(req)
         delivered = 200 <= response.status < 300
         log.log(
@@ -1032,6 +1041,52 @@ class Gateway:
         self.draining = True
         for key in list(self.sessions):
             await self.end_session(key, "shutdown")
+
+    # -- tracing ------------------------------------------------------------------------------
+    def set_trace(self, key: str, on: bool) -> None:
+        if on:
+            self.traced.add(key)
+        else:
+            self.traced.discard(key)
+            if not self.traced:
+                self.trace_call_ids.clear()
+        session = self.sessions.get(key)
+        if session is not None:
+            session.trace = on
+            self._note_trace_ids(session)
+
+    def _note_trace_ids(self, session: GwSession) -> None:
+        if session.key not in self.traced or len(self.trace_call_ids) > 10000:
+            return
+        if session.invite is not None:
+            self.trace_call_ids.add(session.invite.call_id)
+        if session.dialog is not None:
+            self.trace_call_ids.add(session.dialog.call_id)
+
+    def traces_sip(self, message: Request | Response) -> bool:
+        """Whether a SIP message belongs to a traced session (only called while tracing)."""
+        try:
+            call_id = message.call_id
+        except SipSyntaxError:
+            return False
+        if call_id in self.trace_call_ids:
+            return True
+        if isinstance(message, Request) and message.method in ("MESSAGE", "INVITE"):
+            with contextlib.suppress(SipSyntaxError, ValueError):
+                if self.policy.decide(message).key in self.traced:
+                    self.trace_call_ids.add(call_id)
+                    return True
+        return False
+
+    def traced_msrp_ids(self) -> list[bytes]:
+        ids = []
+        for key in self.traced:
+            session = self.sessions.get(key)
+            if session is not None and session.msrp is not None:
+                sid = session.msrp.local_uri.session_id
+                if sid:
+                    ids.append(sid.encode())
+        return ids
 
     # -- management -------------------------------------------------------------------------
     async def list_sessions(self) -> list[dict[str, Any]]:

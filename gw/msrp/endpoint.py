@@ -117,6 +117,9 @@ class Link(asyncio.Protocol):
         self.kick()
 
     def data_received(self, data: bytes) -> None:
+        tracer = self.endpoint.tracer
+        if tracer is not None:
+            tracer("in", data, self.peername)
         self.core.receive_data(data, self.loop.time())
         self.kick()
 
@@ -149,6 +152,8 @@ class Link(asyncio.Protocol):
             data = self.core.data_to_send(now)
             if not data:
                 break
+            if self.endpoint.tracer is not None:
+                self.endpoint.tracer("out", data, self.peername)
             transport.write(data)
         self._dispatch()
         if self.core.closed:
@@ -497,6 +502,8 @@ class MsrpEndpoint:
         self.idle_timeout = idle_timeout
         self.max_chunk_size = max_chunk_size
         self.on_event = on_event
+        # Per-session tracing (ops): called with ("in"|"out", raw bytes, peer) when set.
+        self.tracer: Callable[[str, bytes, Any], None] | None = None
         self.table = SessionTable()
         self.stats: Counter[str] = Counter()
         self._uri: MsrpUri | None = None

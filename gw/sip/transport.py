@@ -141,6 +141,8 @@ class TransportLayer:
         self.tls_client = tls_client
         self.connect_timeout = connect_timeout
         self.stats = _Stats()
+        # Per-session tracing (ops): called with ("in"|"out", message, peer) when set.
+        self.tracer: Callable[[str, Request | Response, Address], None] | None = None
         self.local: dict[str, Address] = {}
         self._udp: _Datagram | None = None
         self._servers: list[asyncio.Server] = []
@@ -188,6 +190,8 @@ class TransportLayer:
     # -- sending ---------------------------------------------------------------
     async def send(self, message: Request | Response, dest: Address) -> None:
         data = message.to_bytes()
+        if self.tracer is not None:
+            self.tracer("out", message, dest)
         if dest.transport == "UDP":
             if self._udp is None or self._udp.transport is None:
                 raise SipTransportError("no UDP listener")
@@ -244,6 +248,8 @@ class TransportLayer:
 
     def _deliver(self, message: Request | Response, source: Address) -> None:
         self.stats.received += 1
+        if self.tracer is not None:
+            self.tracer("in", message, source)
         try:
             self.on_message(message, source)
         except Exception:  # a handler bug must not kill the socket

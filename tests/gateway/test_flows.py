@@ -138,3 +138,29 @@ async def test_bye_from_msrp_side_ends_session_and_next_message_starts_new_one(
         assert (await msrp_user.wait_for(1))[0].body == b"hello from sipp 1\r\n"
     finally:
         await stop(node)
+
+
+async def test_trace_switch_logs_every_frame_of_the_session(
+    redis_server: RedisServer, msrp_user: MsrpUser
+) -> None:
+    node = start_gateway(
+        redis_server, msrp_user, MSRPGW_GATEWAY__TRACE_KEYS="alice@127.0.0.1-bob@127.0.0.1"
+    )
+    try:
+        sipp = Sipp("message_uac.xml", remote=node.sip("udp"), replace={"EXPECT": "200"})
+        result = await sipp.run()
+        assert result.returncode == 0, result.errors + node.output()
+    finally:
+        await stop(node)
+    traces = [
+        json.loads(line)["msg"]
+        for line in node.output().splitlines()
+        if line.startswith("{") and json.loads(line)["logger"] == "gw.trace"
+    ]
+    first_lines = [t.split("\n", 2)[1] for t in traces if "\n" in t]
+    assert any(t.startswith("sip in") for t in traces)
+    assert any(line.startswith("MESSAGE sip:bob@") for line in first_lines)
+    assert any(line.startswith("INVITE sip:bob@") for line in first_lines)
+    assert any(line.startswith("SIP/2.0 200") for line in first_lines)
+    assert any(t.startswith("msrp out") and " SEND" in t for t in traces)
+    assert any(line.startswith("BYE ") for line in first_lines)
