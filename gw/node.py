@@ -9,8 +9,9 @@ import logging
 import os
 import signal
 import ssl
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,15 @@ class _CountingRedis(Redis):
     """
 
     errors = 0
+    observe: Callable[[float], None] | None = None  # command latency, seconds
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
+        started = time.perf_counter()
         try:
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            if self.observe is not None:
+                self.observe(time.perf_counter() - started)
+            return result
         except NoScriptError:
             raise  # EVALSHA before the script is cached: the script helper loads it and retries
         except (RedisError, OSError):
@@ -285,6 +291,39 @@ class Node:
         assert gw is not None
         counts: Counter[str] = gw.counters
         redis = self.redis
+        latency = reg.histogram(
+            "msrpgw_delivery_latency_seconds",
+            "Time from receiving a message to knowing its outcome on the other side, by direction.",
+            ["direction"],
+        )
+        to_msrp, to_page = latency.labels("page_to_msrp"), latency.labels("msrp_to_page")
+        gw.on_latency = lambda direction, seconds: (
+            to_msrp if direction == "page_to_msrp" else to_page
+        ).observe(seconds)
+        redis_latency = reg.histogram(
+            "msrpgw_redis_command_seconds", "Latency of single Redis commands (not pipelines)."
+        )
+        if isinstance(redis, _CountingRedis):
+            redis.observe = redis_latency.observe
+        registry = self.registry
+        if registry is not None:
+            reg.callback(
+                "msrpgw_heartbeat_age_seconds",
+                "Seconds since this node last refreshed its heartbeat in Redis.",
+                lambda: min(registry.heartbeat_age, 1e9),
+            )
+        reg.callback(
+            "msrpgw_forwarded_to_owner_total",
+            "MESSAGEs this node forwarded to the session's owner node.",
+            lambda: float(counts["forwarded_to_owner"]),
+            kind="counter",
+        )
+        reg.callback(
+            "msrpgw_sessions_taken_over_total",
+            "Sessions of dead nodes this node took over.",
+            lambda: float(counts["sessions_taken_over"]),
+            kind="counter",
+        )
 
         def sessions_by_state() -> dict[str, float]:
             out = dict.fromkeys(("setup", "active", "ending"), 0.0)

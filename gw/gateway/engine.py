@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,7 @@ class Gateway:
         self._creating: dict[str, asyncio.Future[None]] = {}
         # Per-session trace switch (config gateway.trace_keys, MI msrp_gw_trace).
         self.traced: set[str] = set()
+        self.on_latency: Callable[[str, float], None] | None = None
         self.trace_call_ids: set[str] = set()
         self.scan_count = 1000
         self.sessions: dict[str, GwSession] = {}
@@ -207,6 +209,7 @@ class Gateway:
         if self.draining:
             self._unavailable(incoming, "draining")
             return
+        started = time.perf_counter()
         page = PageMessage(
             key=decision.key,
             body=request.body,
@@ -218,6 +221,8 @@ class Gateway:
             content_types=list(types),
         )
         outcome = await self.route_page(page)
+        if self.on_latency is not None:
+            self.on_latency("page_to_msrp", time.perf_counter() - started)
         if outcome.status == 503 and not any(h == "Retry-After" for h, _ in outcome.headers):
             outcome.headers.append(("Retry-After", str(self.settings.retry_after)))
         self._answer(incoming, outcome)
@@ -808,7 +813,10 @@ class Gateway:
             return
         if session.trace:
             self.trace_call_ids.add(req.call_id)
+        started = time.perf_counter()
         response = await self.sip.request(req)
+        if self.on_latency is not None:
+            self.on_latency("msrp_to_page", time.perf_counter() - started)
         delivered = 200 <= response.status < 300
         log.log(
             logging.DEBUG if delivered else logging.INFO,
