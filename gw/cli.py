@@ -14,6 +14,7 @@ from typing import Any
 from gw import __version__
 from gw.config import Config, ConfigError, load_config
 from gw.logs import setup_logging
+from gw.store.client import connect
 
 # Exit codes: 0 ok, 1 the node or the store said no (MI error, store error), 2 usage or
 # config error, 3 the management API cannot be reached, 130 interrupted.
@@ -245,13 +246,12 @@ def _events(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def _print_events(url: str, count: int) -> int:
-    from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
     from gw.store.events import EventBus
 
     try:
-        redis = Redis.from_url(url)
+        redis = connect(url)
     except ValueError as exc:
         return _fail(f"bad store URL: {exc}", EXIT_USAGE)
     bus = EventBus(redis, node="cli")

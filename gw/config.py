@@ -151,13 +151,13 @@ class Config:
                 raise ConfigError(f"gateway.{name} must be > 0")
         if not [t for t in g.content_types.replace(",", " ").split() if t]:
             raise ConfigError("gateway.content_types must name at least one MIME type")
-        if g.routing_hook and ":" not in g.routing_hook:
+        if g.routing_hook and not re.fullmatch(r"[\w.]+:\w+", g.routing_hook):
             raise ConfigError("gateway.routing_hook must be 'package.module:function'")
         try:
             g.key_template.format(
                 page_aor="a", msrp_aor="b", page_user="", page_host="", msrp_user="", msrp_host=""
             )
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
             raise ConfigError(f"gateway.key_template: unknown field {exc}") from None
         if not self.sip.listen:
             raise ConfigError("sip.listen must name at least one transport:host:port")
@@ -168,6 +168,8 @@ class Config:
                 spec = parse_listen(item)
             except ValueError as exc:
                 raise ConfigError(f"sip.listen: {exc}") from None
+            if spec.port > 65535:
+                raise ConfigError(f"sip.listen port out of range: {item!r}")
             if spec.transport == "TLS" and not (self.tls.cert_file and self.tls.key_file):
                 raise ConfigError("sip.listen has tls: but tls.cert_file/tls.key_file are empty")
         if self.cluster.heartbeat_ttl <= 0 or self.cluster.forward_timeout <= 0:
@@ -180,7 +182,7 @@ class Config:
         if self.msrp.chunk_size <= 0 or self.msrp.chunk_size > self.msrp.max_chunk_size:
             raise ConfigError("msrp.chunk_size must be > 0 and <= msrp.max_chunk_size")
         host, _, port = self.mgmt.listen.rpartition(":")
-        if not port.isdigit():
+        if not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"mgmt.listen must be host:port, got {self.mgmt.listen!r}")
         if host.strip("[]") not in ("127.0.0.1", "::1", "localhost") and not self.mgmt.token:
             raise ConfigError("mgmt.token is required when mgmt.listen is not a loopback address")
@@ -224,7 +226,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             return value.lower() in ("1", "true", "yes", "on")
         raise ConfigError(f"{key} must be true or false, got {value!r}")
     if typ is int:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         try:
             return int(value)

@@ -31,6 +31,7 @@ from gw.sip.endpoint import EndpointConfig, SipEndpoint
 from gw.sip.message import Limits
 from gw.sip.transaction import Address, Timers
 from gw.sip.transport import parse_listen
+from gw.store.client import StoreClient, connect
 from gw.store.embedded import EmbeddedRedis
 from gw.store.events import EventBus
 from gw.store.expiry import ExpiryListener
@@ -128,7 +129,7 @@ class Node:
         )
         self.embedded: EmbeddedRedis | None = None
         self.store_url = ""
-        self.redis: Redis | None = None
+        self.redis: StoreClient | None = None
         self.gateway: Gateway | None = None
         self.expiry: ExpiryListener | None = None
         self.registry: NodeRegistry | None = None
@@ -159,7 +160,7 @@ class Node:
             url = await asyncio.to_thread(self.embedded.start)
             log.info("embedded store started at %s", url)
         self.store_url = url
-        self.redis = _CountingRedis.from_url(url)
+        self.redis = connect(url, redis_class=_CountingRedis)
         g = cfg.gateway
         store = SessionStore(
             self.redis,

@@ -2,7 +2,8 @@
 
 A node whose key expired is dead: its sessions are orphans that the next node
 to see a MESSAGE for them takes over. Liveness answers are cached briefly so a
-burst of forwarded MESSAGEs costs one EXISTS, not one each.
+burst of forwarded MESSAGEs costs one EXISTS, not one each. On Redis Cluster the heartbeat
+keys spread over the primaries; `nodes()` scans every primary.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import logging
 import time
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from gw.store.client import StoreClient, scan_batches
 
 __all__ = ["NodeRegistry"]
 
@@ -25,7 +27,7 @@ log = logging.getLogger("gw.cluster")
 class NodeRegistry:
     def __init__(
         self,
-        redis: Redis,
+        redis: StoreClient,
         node_id: str,
         *,
         prefix: str = "msrpgw",
@@ -96,9 +98,16 @@ class NodeRegistry:
 
     async def nodes(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        async for name in self.redis.scan_iter(match=f"{self.prefix}:node:*", count=500):
-            raw = await self.redis.get(name)
-            if raw is not None:
-                with contextlib.suppress(ValueError):
-                    out.append(json.loads(raw))
+        seen: set[bytes] = set()
+        async for batch in scan_batches(self.redis, f"{self.prefix}:node:*", 500):
+            names = [name for name in batch if name not in seen]
+            seen.update(names)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.get(name)
+                values = await pipe.execute()
+            for raw in values:
+                if raw is not None:
+                    with contextlib.suppress(ValueError):
+                        out.append(json.loads(raw))
         return out

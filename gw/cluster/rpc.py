@@ -4,6 +4,16 @@ Pub/sub is at-most-once, so every call has a timeout and a caller that times out
 must not claim success (the MESSAGE it forwards gets an error, never a 2xx).
 PUBLISH returns the number of receivers: 0 means the owner is not listening, which
 the caller learns at once instead of waiting for the timeout.
+
+Redis Cluster delivers a PUBLISH to subscribers on every node but counts only those on the
+node that received it. RedisCluster sends PUBLISH to the primary owning the channel's slot,
+so each inbox is subscribed on that same primary (`gw.store.client.pubsub_client`) and the
+count stays exact. Each Rpc re-reads the slot map every `refresh_interval` seconds; when the
+inbox's slot moved (resharding, failover) the subscriber follows it (at once if its node
+fails). A caller whose PUBLISH counts nobody re-reads the map first: if the target inbox
+moved, the message went out anyway, so it waits for the reply rather than reporting
+NodeUnreachable. Left: a subscriber that has not followed its slot yet (at most
+`refresh_interval`) receives a call whose caller was told NodeUnreachable.
 """
 
 from __future__ import annotations
@@ -18,7 +28,16 @@ from typing import Any
 import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
+
+from gw.store.client import (
+    StoreClient,
+    channel_home,
+    pubsub_client,
+    refresh_topology,
+    release_pubsub_client,
+)
 
 __all__ = ["NodeUnreachable", "Rpc"]
 
@@ -33,9 +52,16 @@ class NodeUnreachable(Exception):
 
 class Rpc:
     def __init__(
-        self, redis: Redis, node_id: str, handler: Handler, *, prefix: str = "msrpgw"
+        self,
+        redis: StoreClient,
+        node_id: str,
+        handler: Handler,
+        *,
+        prefix: str = "msrpgw",
+        refresh_interval: float = 5.0,
     ) -> None:
         self.redis = redis
+        self.refresh_interval = refresh_interval
         self.node_id = node_id
         self.handler = handler
         self.prefix = prefix
@@ -64,22 +90,50 @@ class Rpc:
                 fut.set_exception(NodeUnreachable("stopping"))
 
     async def _run(self) -> None:
+        inbox = self.inbox(self.node_id)
         while True:
-            pubsub: PubSub = self.redis.pubsub(ignore_subscribe_messages=True)
+            sub: Redis | None = None
+            pubsub: PubSub | None = None
             try:
-                await pubsub.subscribe(self.inbox(self.node_id))
+                sub = await pubsub_client(self.redis, inbox)
+                home = channel_home(self.redis, inbox)
+                pubsub = sub.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(inbox)
                 self._ready.set()
-                while True:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg is not None and msg.get("type") == "message":
-                        self._dispatch(msg["data"])
+                await self._pump(pubsub, inbox, home)
+                log.info("rpc inbox moved from %s; resubscribing", home)
             except (RedisError, OSError) as exc:
                 self._ready.clear()
                 log.warning("rpc inbox lost Redis (%s); resubscribing", exc)
+                if isinstance(self.redis, RedisCluster):
+                    with contextlib.suppress(Exception):
+                        await refresh_topology(self.redis)
                 await asyncio.sleep(0.5)
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await release_pubsub_client(self.redis, sub)
+
+    async def _pump(self, pubsub: PubSub, inbox: str, home: str | None) -> None:
+        """Serve the inbox; returns when (on a cluster) the inbox's slot moved elsewhere."""
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + self.refresh_interval
+        while True:
+            msg = await pubsub.get_message(timeout=1.0)
+            if msg is not None and msg.get("type") == "message":
+                self._dispatch(msg["data"])
+            if home is not None and loop.time() >= next_check:
+                next_check = loop.time() + self.refresh_interval
+                if isinstance(self.redis, RedisCluster):
+                    try:
+                        await refresh_topology(self.redis)
+                    except (RedisError, OSError) as exc:
+                        log.debug("rpc: cannot refresh the cluster topology: %s", exc)
+                if channel_home(self.redis, inbox) != home:
+                    return
 
     def _dispatch(self, raw: bytes) -> None:
         try:
@@ -113,6 +167,22 @@ class Rpc:
         with contextlib.suppress(RedisError, OSError):
             await self.redis.publish(self.inbox(origin), msgpack.packb(reply, use_bin_type=True))
 
+    async def _home_moved(self, inbox: str, home: str | None) -> bool:
+        """Cluster, PUBLISH counted nobody: True if our slot map was stale (the inbox's slot
+        is elsewhere now). The message then went out cluster-wide to a subscriber we could
+        not count, so the caller waits for the reply (or times out) instead of reporting
+        NodeUnreachable for a message that may be handled."""
+        if home is None or not isinstance(self.redis, RedisCluster):
+            return False
+        try:
+            await refresh_topology(self.redis)
+        except (RedisError, OSError):
+            return False
+        moved = channel_home(self.redis, inbox) != home
+        if moved:
+            log.info("rpc: %s moved from %s; waiting for the reply", inbox, home)
+        return moved
+
     async def call(self, target: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send `payload` to `target`'s handler and return its reply.
 
@@ -126,8 +196,10 @@ class Rpc:
             data = msgpack.packb(
                 {**payload, "id": call_id, "from": self.node_id}, use_bin_type=True
             )
-            receivers = await self.redis.publish(self.inbox(target), data)
-            if receivers == 0:
+            inbox = self.inbox(target)
+            home = channel_home(self.redis, inbox)
+            receivers = await self.redis.publish(inbox, data)
+            if receivers == 0 and not await self._home_moved(inbox, home):
                 self.stats["unreachable"] += 1
                 raise NodeUnreachable(target)
             try:

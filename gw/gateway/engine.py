@@ -616,9 +616,17 @@ class Gateway:
                 )
             except (MsrpSessionError, ValueError) as exc:
                 code = getattr(exc, "code", 413)
-                pending.done.set_result(Outcome(*msrp_to_sip(code)))
+                pending.done.set_result(self._send_failed(session, code))
                 continue
             self._spawn(self._track(session, handle, msg, pending))
+
+    @staticmethod
+    def _send_failed(session: GwSession, code: int) -> Outcome:
+        """The MESSAGE's answer for a failed SEND; a 415 says what the peer accepts."""
+        outcome = Outcome(*msrp_to_sip(code))
+        if outcome.status == 415 and session.peer_types:
+            outcome.headers.append(("Accept", ", ".join(session.peer_types)))
+        return outcome
 
     async def _track(
         self, session: GwSession, handle: MsrpHandle, msg: Any, pending: Pending
@@ -628,7 +636,7 @@ class Gateway:
             outcome = Outcome(200, "OK")
             self.counters["page_to_msrp_delivered"] += 1
         elif isinstance(result, MessageFailed):
-            outcome = Outcome(*msrp_to_sip(result.code))
+            outcome = self._send_failed(session, result.code)
             self.counters[f"page_to_msrp_failed_{result.code}"] += 1
         else:
             outcome = Outcome(480, "MSRP Message Aborted")
@@ -780,6 +788,8 @@ class Gateway:
             )
         elif isinstance(event, SessionClosed) and session.state == ACTIVE:
             # While setting up, the setup task handles a failed MSRP leg (precise answer).
+            if session.msrp is not None and not session.msrp.closed:
+                return  # an MSRP session a re-INVITE replaced closed, not the current one
             log.info("msrp session closed: %s", event.reason, extra={"key": session.key})
             self._spawn(self.end_session(session.key, f"msrp closed: {event.reason}"))
 
@@ -885,7 +895,6 @@ class Gateway:
         role = "active" if setup == "active" else "passive"
         local_uri = old.local_uri
         if [str(u) for u in old.peer_path] != list(media.path):
-            old.close("re-INVITE")
             session.msrp = self.msrp.create_session(
                 media.path,
                 local_uri=self.msrp.new_local_uri(),
@@ -898,6 +907,8 @@ class Gateway:
                 max_message_size=self.settings.max_page_message_size,
                 transaction_timeout=self.settings.msrp_transaction_timeout,
             )
+            # Closed after the swap: its SessionClosed must not end the session (_msrp_event).
+            old.close("re-INVITE")
             local_uri = session.msrp.local_uri
         session.peer_types = list(media.accept_types)
         answer = build_msrp_answer(

@@ -1,5 +1,6 @@
 """Session table, expiry notifications and events in Redis; the embedded single-node server."""
 
+from gw.store.client import StoreClient, connect
 from gw.store.embedded import EmbeddedRedis, ServerBinaryNotFound, server_binary
 from gw.store.events import ENVELOPE_VERSION, EventBus, EventSubscription
 from gw.store.expiry import ExpiryListener, ensure_expired_events
@@ -18,6 +19,8 @@ __all__ = [
     "SessionNotFound",
     "SessionRecord",
     "SessionStore",
+    "StoreClient",
+    "connect",
     "ensure_expired_events",
     "scan_batch",
     "server_binary",

@@ -5,17 +5,23 @@ owner to end it. The hash lives `grace` seconds longer so it can still be read t
 `grace` above `cleanup_interval`, or a session whose notification was lost expires before the
 sweep sees it. Every write is one Lua script (one round trip, atomic, Cluster-safe: a
 session's keys share a hash tag); `touch` is the hot path.
+
+Works on a single Redis (or a Sentinel-managed master) and on Redis Cluster alike: scripts
+are routed by their keys' slot, scans visit every primary (`gw.store.client.scan_batches`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from gw.store import lua
+from gw.store.client import StoreClient, decodes_responses, scan_batches
 from gw.store.keys import KeySpace
 from gw.store.records import (
     FIELDS,
@@ -34,15 +40,38 @@ class SessionNotFound(KeyError):
     """The session is gone (ended, expired, or never created)."""
 
 
+class _Script:
+    """EVALSHA routed by its keys (a cluster sends it to the keys' slot); on NOSCRIPT (a
+    restarted server, a new primary) one SCRIPT LOAD, to every primary of a cluster, is
+    shared by all the calls that hit it at the same time, then the call is retried."""
+
+    def __init__(self, redis: StoreClient, text: str) -> None:
+        self.redis = redis
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+        self._loading: asyncio.Future[Any] | None = None
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
+        try:
+            return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.load()
+            return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def load(self) -> None:
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.ensure_future(self.redis.script_load(self.text))
+        await asyncio.shield(self._loading)
+
+
 def scan_batch(hash_size: int) -> int:
     """SCAN COUNT for a table of about 2**hash_size sessions, bounded to keep Redis responsive."""
     return max(100, min(1 << hash_size, 5000))
 
 
-def check_binary_client(redis: Redis) -> None:
+def check_binary_client(redis: StoreClient) -> None:
     """msgpack fields need raw bytes: refuse a client that decodes responses."""
-    pool = getattr(redis, "connection_pool", None)
-    if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
+    if decodes_responses(redis):
         raise ValueError("the store needs a Redis client with decode_responses=False")
 
 
@@ -51,7 +80,7 @@ class SessionStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: StoreClient,
         *,
         prefix: str = "msrpgw",
         session_timeout: float = 43200,
@@ -68,12 +97,12 @@ class SessionStore:
         self.message_timeout = float(message_timeout)
         self.grace = float(grace)
         self.clock = clock
-        self._create = redis.register_script(lua.CREATE)
-        self._touch = redis.register_script(lua.TOUCH)
-        self._update = redis.register_script(lua.UPDATE)
-        self._sweep = redis.register_script(lua.SWEEP)
-        self._delete = redis.register_script(lua.DELETE)
-        self._claim = redis.register_script(lua.CLAIM)
+        self._create = _Script(redis, lua.CREATE)
+        self._touch = _Script(redis, lua.TOUCH)
+        self._update = _Script(redis, lua.UPDATE)
+        self._sweep = _Script(redis, lua.SWEEP)
+        self._delete = _Script(redis, lua.DELETE)
+        self._claim = _Script(redis, lua.CLAIM)
 
     def _names(self, key: str) -> list[str]:
         return [self.keys.session(key), self.keys.deadline(key)]
@@ -138,12 +167,9 @@ class SessionStore:
         return decode_record(key, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def _scan(self, count: int) -> AsyncIterator[list[str]]:
-        """Batches of session keys; SCAN may repeat a key, so repeats are dropped."""
+        """Batches of session keys (every primary of a cluster); repeats are dropped."""
         seen: set[str] = set()
-        cursor = 0
-        pattern = self.keys.session_pattern()
-        while True:
-            cursor, names = await self.redis.scan(cursor, match=pattern, count=count)
+        async for names in scan_batches(self.redis, self.keys.session_pattern(), count):
             batch = []
             for name in names:
                 key = self.keys.key_of_session(name)
@@ -152,8 +178,6 @@ class SessionStore:
                     batch.append(key)
             if batch:
                 yield batch
-            if cursor == 0:
-                return
 
     async def iter_sessions(self, count: int = 1000) -> AsyncIterator[SessionRecord]:
         """Every session, in SCAN order: one SCAN plus one pipelined HGETALL per batch."""
@@ -174,9 +198,18 @@ class SessionStore:
         head = self._head(now)
         expired: list[str] = []
         async for batch in self._scan(count):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key in batch:
-                    await self._sweep(keys=self._names(key), args=head, client=pipe)
-                results = await pipe.execute()
+            try:
+                results = await self._sweep_batch(batch, head)
+            except NoScriptError:  # not cached on some server (restart, new primary)
+                await self._sweep.load()
+                results = await self._sweep_batch(batch, head)
             expired += [key for key, res in zip(batch, results, strict=True) if res == 1]
         return expired
+
+    async def _sweep_batch(self, batch: list[str], head: list[str]) -> list[Any]:
+        """One pipelined EVALSHA per key. (A cluster pipeline refuses `evalsha()` and script
+        objects, so the command is queued raw; the SWEEP script is safe to run twice.)"""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.execute_command("EVALSHA", self._sweep.sha, 2, *self._names(key), *head)
+            return await pipe.execute()

@@ -7,6 +7,7 @@ and records every message it receives. Behaviour knobs let tests script failures
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gw.msrp.endpoint import MsrpEndpoint
@@ -33,6 +34,7 @@ class Received:
     content_type: str
     body: bytes
     message_id: str
+    session_id: str = ""  # our MSRP session (the a=path) it arrived on
 
 
 @dataclass
@@ -65,6 +67,16 @@ class MsrpUser:
     # a=accept-types we advertise in SDP (default: accept_types). Advertising more than
     # the session accepts makes our MSRP session refuse the gateway's SEND with 415.
     advertise_types: list[str] | None = None
+    # Success REPORTs for messages that ask for one (Success-Report: yes), after report_delay
+    # seconds; False plays a user that never reports.
+    success_reports: bool = True
+    report_delay: float = 0.0
+    reports_sent: int = 0
+    # Answering the gateway's INVITEs: after answer_delay seconds, or never (the gateway's
+    # CANCEL ends the transaction with 487, counted in `cancels`).
+    answer_delay: float = 0.0
+    never_answer: bool = False
+    cancels: int = 0
 
     async def start(self) -> None:
         self.sip = SipEndpoint(EndpointConfig(timers=Timers(t1=0.1, t2=0.4)), self._handle)
@@ -86,10 +98,44 @@ class MsrpUser:
     def uri(self, user: str = "bob") -> str:
         return f"sip:{user}@127.0.0.1:{self.sip_port}"
 
-    def _on_event(self, event: SessionEvent) -> None:
+    def _on_event(self, event: SessionEvent, handle: MsrpHandle | None = None) -> None:
         if isinstance(event, MessageReceived):
-            self.received.append(Received(event.content_type, event.body, event.message_id))
+            sid = (handle.local_uri.session_id or "") if handle is not None else ""
+            self.received.append(Received(event.content_type, event.body, event.message_id, sid))
             self.arrived.set()
+            if handle is not None and event.success_report and self.success_reports:
+                asyncio.get_running_loop().call_later(
+                    self.report_delay, self._report, handle, event.message_id
+                )
+
+    def _report(self, handle: MsrpHandle, message_id: str) -> None:
+        if handle.report_success(message_id):
+            self.reports_sent += 1
+
+    def _listener(self) -> tuple[Callable[[SessionEvent], None], list[MsrpHandle]]:
+        """An on_event callback that knows its session (bound once it is created)."""
+        box: list[MsrpHandle] = []
+
+        def on_event(event: SessionEvent) -> None:
+            self._on_event(event, box[0] if box else None)
+
+        return on_event, box
+
+    def _session(
+        self, peer_path: list[str], local: MsrpUri, role: str, peer_types: list[str]
+    ) -> MsrpHandle:
+        assert self.msrp is not None
+        on_event, box = self._listener()
+        handle = self.msrp.create_session(
+            peer_path,
+            local_uri=local,
+            role=role,
+            accept_types=self.accept_types,
+            on_event=on_event,
+            peer_accept_types=peer_types,
+        )
+        box.append(handle)
+        return handle
 
     async def _handle(self, incoming: IncomingRequest) -> None:
         req = incoming.request
@@ -99,10 +145,19 @@ class MsrpUser:
             self.byes += 1
             incoming.respond(200)
             return
+        if req.method == "CANCEL":
+            self.cancels += 1  # the endpoint answered it (200, and 487 to the INVITE)
+            return
         if req.method != "INVITE":
             incoming.respond(405)
             return
         self.invites.append(incoming)
+        if self.never_answer:
+            return
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
+            if incoming.final_sent:  # cancelled meanwhile
+                return
         if self.invite_status != 200:
             incoming.respond(self.invite_status)
             return
@@ -120,14 +175,7 @@ class MsrpUser:
             setup="passive" if media.setup else None,
             offer_sdp=offer_sdp,
         )
-        handle = self.msrp.create_session(
-            media.path,
-            local_uri=local,
-            role="passive",
-            accept_types=self.accept_types,
-            on_event=self._on_event,
-            peer_accept_types=media.accept_types,
-        )
+        handle = self._session(media.path, local, "passive", media.accept_types)
         self.sessions.append(handle)
         incoming.respond(200, body=answer.to_bytes(), content_type="application/sdp")
 
@@ -169,17 +217,39 @@ class MsrpUser:
         media = offered.media
         assert media is not None
         active = we_connect(we_offered=True, offer="actpass", answer=media.setup)
-        handle = self.msrp.create_session(
-            media.path,
-            local_uri=offered.local_uri,
-            role="active" if active else "passive",
-            accept_types=self.accept_types,
-            on_event=self._on_event,
-            peer_accept_types=media.accept_types,
+        handle = self._session(
+            media.path, offered.local_uri, "active" if active else "passive", media.accept_types
         )
         await handle.connect(timeout=5)
         self.sessions.append(handle)
         return offered.status, handle
+
+    async def reoffer(self, dialog: Dialog) -> tuple[Response, MsrpHandle | None]:
+        """re-INVITE in `dialog` with a new MSRP offer (a fresh a=path, a=setup:actpass);
+        on 2xx open the new MSRP session as the answer says. The old one stays open."""
+        assert self.sip is not None and self.msrp is not None
+        local = self.msrp.new_local_uri()
+        offer = build_msrp_offer(
+            address="127.0.0.1",
+            port=self.msrp.uri.port or 0,
+            path=[str(local)],
+            accept_types=self.advertise_types or self.accept_types,
+            setup="actpass",
+        )
+        response = await self.sip.in_dialog(
+            dialog, "INVITE", body=offer.to_bytes(), content_type="application/sdp"
+        )
+        if not 200 <= response.status < 300:
+            return response, None
+        media = find_msrp_media(parse_sdp(response.body))
+        assert media is not None
+        active = we_connect(we_offered=True, offer="actpass", answer=media.setup)
+        handle = self._session(
+            media.path, local, "active" if active else "passive", media.accept_types
+        )
+        await handle.connect(timeout=5)
+        self.sessions.append(handle)
+        return response, handle
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
         async def _wait() -> None:

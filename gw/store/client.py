@@ -1,0 +1,333 @@
+"""Store clients: one URL gives a single Redis, a Redis Cluster, or a Sentinel-managed master.
+
+URL forms (`[user[:password]@]` and `?option=value` are optional everywhere):
+
+    redis://[user:password@]host[:port][/db]            one server over TCP (port 6379)
+    rediss://...                                        the same over TLS
+    unix://[user:password@]/path/to/redis.sock[?db=N]   one server on a Unix socket
+    redis+cluster://[user:password@]host:port[,host:port...]
+    rediss+cluster://...                                Redis Cluster (over TLS)
+    redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]
+    rediss+sentinel://...                               Sentinel-managed master (over TLS)
+
+Redis Cluster: the listed nodes are startup nodes; the client discovers the others (CLUSTER
+SLOTS), follows MOVED/ASK redirections and re-reads the slot map after errors. Only db 0
+exists in a cluster. Every session's keys share a hash tag, so each session operation runs
+on one primary. Expiry notifications are per node: `ExpiryListener` subscribes on every
+primary and follows topology changes.
+
+Sentinel: the listed sentinels are asked for the current master of `service_name`; the
+client reconnects to the new master after a failover. `user:password@` authenticates to the
+master; the `sentinel_username` / `sentinel_password` options authenticate to the sentinels.
+
+Options (query string), as for redis-py's `from_url`: `socket_timeout`,
+`socket_connect_timeout`, `health_check_interval`, `max_connections`, `client_name`,
+`ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`, `ssl_check_hostname`, ...
+As in redis-py, URL options win over keyword arguments to `connect()`, which win over the
+defaults below.
+
+Defaults: connect timeout 2 s, command timeout 5 s, a PING before reusing a connection idle
+for 15 s, and on a connection error (e.g. Redis restarted) up to 3 retries with exponential
+backoff and jitter (up to 50 ms, doubling, at most 1 s between tries). Timeouts are not retried: a
+command that timed out may have run, and the session scripts are not all idempotent.
+Cluster: at most 1000 connections per node (redis-py's cluster client fails a command at
+once with MaxConnectionsError when a node's pool is full; its own default is 100).
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias, TypeGuard, cast
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = [
+    "DEFAULTS",
+    "ClusterUnavailable",
+    "StoreClient",
+    "StoreCluster",
+    "channel_home",
+    "connect",
+    "decodes_responses",
+    "default_retry",
+    "is_cluster",
+    "node_client",
+    "primaries",
+    "pubsub_client",
+    "refresh_topology",
+    "release_pubsub_client",
+    "scan_batches",
+]
+
+StoreClient: TypeAlias = Redis | RedisCluster
+"""What the store, the event bus, the expiry listener, the registry and RPC accept."""
+
+DEFAULTS: dict[str, Any] = {
+    "socket_connect_timeout": 2.0,
+    "socket_timeout": 5.0,
+    "health_check_interval": 15,
+    "socket_keepalive": True,
+}
+
+CLUSTER_MAX_CONNECTIONS = 1000
+
+
+class ClusterUnavailable(RedisConnectionError, RedisClusterException):
+    """No cluster node answers, or the slot map does not cover a key's slot."""
+
+
+class StoreCluster(RedisCluster):
+    """RedisCluster whose outages are RedisErrors. redis-py raises RedisClusterException,
+    which is not a RedisError, when no startup node answers ("Redis Cluster cannot be
+    connected") or a slot is not covered; code that answers 503 on RedisError (and the
+    redis-py retry loops) must see those as connection errors. Like the single-server
+    client, a command that timed out is not re-sent (it may have run)."""
+
+    ERRORS_ALLOW_RETRY = tuple(  # type: ignore[assignment]
+        e for e in RedisCluster.ERRORS_ALLOW_RETRY if not issubclass(e, RedisTimeoutError)
+    )
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> StoreCluster:
+        try:
+            await super().initialize(*args, **kwargs)
+        except ClusterUnavailable:
+            raise
+        except RedisClusterException as exc:  # topology could not be read
+            raise ClusterUnavailable(str(exc)) from exc
+        return self
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except SlotNotCoveredError as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+
+_SCHEMES_SINGLE = ("redis", "rediss", "unix")
+_SCHEMES_CLUSTER = ("redis+cluster", "rediss+cluster")
+_SCHEMES_SENTINEL = ("redis+sentinel", "rediss+sentinel")
+
+
+def default_retry() -> Retry:
+    """Up to 3 retries on connection errors, after up to 50, 100, 200 ms (full jitter)."""
+    return Retry(
+        ExponentialWithJitterBackoff(base=0.05, cap=1.0),
+        retries=3,
+        supported_errors=(RedisConnectionError,),
+    )
+
+
+def connect(
+    url: str,
+    *,
+    redis_class: type[Redis] = Redis,
+    cluster_class: type[RedisCluster] = StoreCluster,
+    **kwargs: Any,
+) -> Redis | RedisCluster:
+    """A client for `url` (forms in the module docstring); no I/O until first used.
+
+    `redis_class` is used for single servers and Sentinel masters, `cluster_class` for Redis
+    Cluster (subclass StoreCluster, e.g. to count errors). `kwargs` go to the client.
+    """
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in _SCHEMES_SINGLE:
+        return redis_class.from_url(url, **_with_defaults(kwargs))  # the URL's options win
+    if scheme in _SCHEMES_CLUSTER:
+        return _cluster(url, cluster_class, kwargs)
+    if scheme in _SCHEMES_SENTINEL:
+        return _sentinel(url, redis_class, kwargs)
+    valid = ", ".join(f"{s}://" for s in (*_SCHEMES_SINGLE, *_SCHEMES_CLUSTER, *_SCHEMES_SENTINEL))
+    raise ValueError(f"store URL must start with one of {valid}: {url!r}")
+
+
+def _with_defaults(kwargs: dict[str, Any], parsed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults < kwargs < URL options (`parsed`)."""
+    return {**DEFAULTS, "retry": default_retry(), **kwargs, **(parsed or {})}
+
+
+def _hosts(netloc: str, url: str) -> tuple[str, list[tuple[str, int]]]:
+    """(userinfo, [(host, port)...]) of a comma-separated host list."""
+    userinfo, _, hostlist = netloc.rpartition("@")
+    hosts: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("["):  # [v6]:port
+            host, _, port = item[1:].partition("]:")
+        else:
+            host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"store URL needs host:port for every node: {item!r} in {url!r}")
+        hosts.append((unquote(host), int(port)))
+    if not hosts:
+        raise ValueError(f"store URL names no host: {url!r}")
+    return userinfo, hosts
+
+
+def _options(userinfo: str, query: str, tls: bool) -> dict[str, Any]:
+    """username/password and query options, parsed as redis-py's from_url does."""
+    auth = f"{userinfo}@" if userinfo else ""
+    scheme = "rediss" if tls else "redis"
+    parsed = dict(parse_url(urlunsplit((scheme, f"{auth}localhost", "", query, ""))))
+    for name in ("host", "port", "db", "connection_class"):
+        parsed.pop(name, None)
+    if tls:
+        parsed["ssl"] = True
+    return parsed
+
+
+def _cluster(url: str, cls: type[RedisCluster], kwargs: dict[str, Any]) -> RedisCluster:
+    parts = urlsplit(url)
+    if parts.path not in ("", "/", "/0"):
+        raise ValueError(f"Redis Cluster has only db 0: {url!r}")
+    userinfo, hosts = _hosts(parts.netloc, url)
+    options = _options(userinfo, parts.query, parts.scheme.lower().startswith("rediss"))
+    if int(options.pop("db", 0) or 0) != 0:
+        raise ValueError(f"Redis Cluster has only db 0: {url!r}")
+    merged = _with_defaults({"max_connections": CLUSTER_MAX_CONNECTIONS, **kwargs}, options)
+    return cls(startup_nodes=[ClusterNode(host, port) for host, port in hosts], **merged)
+
+
+def _sentinel(url: str, redis_class: type[Redis], kwargs: dict[str, Any]) -> Redis:
+    parts = urlsplit(url)
+    userinfo, hosts = _hosts(parts.netloc, url)
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    if not path or len(path) > 2:
+        raise ValueError(f"Sentinel URL needs /service_name[/db]: {url!r}")
+    service = path[0]
+    tls = parts.scheme.lower().startswith("rediss")
+    options = _options(userinfo, parts.query, tls)
+    if len(path) == 2:
+        if not path[1].isdigit():
+            raise ValueError(f"Sentinel URL db must be a number: {url!r}")
+        options["db"] = int(path[1])
+    sentinel_auth = {
+        name[len("sentinel_") :]: options.pop(name)
+        for name in ("sentinel_username", "sentinel_password")
+        if name in options
+    }
+    merged = _with_defaults(kwargs, options)
+    sentinel_kwargs: dict[str, Any] = {
+        **{k: v for k, v in merged.items() if k.startswith("socket_")},
+        **({"ssl": True} if tls else {}),
+        **sentinel_auth,
+    }
+    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **merged)  # type: ignore[no-untyped-call]
+    client: Redis = sentinel.master_for(service, redis_class=redis_class)
+    return client
+
+
+# -- helpers for code that runs on both kinds of client ------------------------------------
+
+
+def is_cluster(client: StoreClient) -> TypeGuard[RedisCluster]:
+    return isinstance(client, RedisCluster)
+
+
+def decodes_responses(client: StoreClient) -> bool:
+    if is_cluster(client):
+        kwargs = client.nodes_manager.connection_kwargs
+    else:
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    return bool(kwargs.get("decode_responses"))
+
+
+async def refresh_topology(cluster: RedisCluster) -> None:
+    """Re-read the slot map now (new primaries, failovers, moved slots)."""
+    await cluster.initialize()  # no-op once initialized
+    try:
+        await cluster.nodes_manager.initialize()
+    except ClusterUnavailable:
+        raise
+    except RedisClusterException as exc:
+        raise ClusterUnavailable(str(exc)) from exc
+
+
+async def primaries(cluster: RedisCluster, *, refresh: bool = False) -> list[ClusterNode]:
+    """The primaries that serve slots, as the client's slot map has them."""
+    if refresh:
+        await refresh_topology(cluster)
+    else:
+        await cluster.initialize()
+    return list(cluster.get_primaries())
+
+
+_REDIS_PARAMS = frozenset(inspect.signature(Redis.__init__).parameters) - {"self", "host", "port"}
+
+
+def node_client(cluster: RedisCluster, node: ClusterNode, **overrides: Any) -> Redis:
+    """A plain client to one cluster node (same credentials, TLS and timeouts), for what
+    must stay on that node: pub/sub, per-node keyspace notifications, per-node CONFIG."""
+    kwargs = {
+        k: v for k, v in cluster.nodes_manager.connection_kwargs.items() if k in _REDIS_PARAMS
+    }
+    connection_class = cluster.nodes_manager.connection_kwargs.get("connection_class", object)
+    if isinstance(connection_class, type) and issubclass(connection_class, SSLConnection):
+        kwargs["ssl"] = True
+    kwargs["retry"] = default_retry()
+    kwargs.update(overrides)
+    return Redis(host=node.host, port=int(node.port), **kwargs)
+
+
+async def pubsub_client(client: StoreClient, channel: str) -> Redis:
+    """The client to SUBSCRIBE to `channel` with. A plain Redis: itself. A cluster: a new
+    plain client to the primary that owns the channel's slot, which is where RedisCluster
+    sends PUBLISH for that channel, so PUBLISH's receiver count includes this subscriber.
+    (A cluster delivers a PUBLISH to subscribers on every node, but counts only the
+    receiving node's.) Give it back with `release_pubsub_client`."""
+    if not isinstance(client, RedisCluster):
+        return client
+    await client.initialize()
+    node = client.get_node_from_key(channel)
+    if node is None:  # pragma: no cover - get_node_from_key raises instead
+        node = random.choice(client.get_primaries())
+    return node_client(client, node)
+
+
+def channel_home(client: StoreClient, channel: str) -> str | None:
+    """Name (host:port) of the node PUBLISH to `channel` goes to; None for a plain Redis."""
+    if not is_cluster(client):
+        return None
+    node = client.get_node_from_key(channel)
+    return None if node is None else str(node.name)
+
+
+async def release_pubsub_client(client: StoreClient, sub: Redis) -> None:
+    if sub is not client:
+        await sub.aclose()
+
+
+async def scan_batches(client: StoreClient, match: str, count: int) -> AsyncIterator[list[bytes]]:
+    """Key names matching `match`, one batch per SCAN reply; on a cluster, every primary is
+    scanned in turn. SCAN may return a key twice: callers drop repeats."""
+    if isinstance(client, RedisCluster):
+        for node in await primaries(client):
+            cursor = 0
+            while True:
+                reply = await client.scan(cursor, match=match, count=count, target_nodes=node)
+                cursors, names = cast(tuple[dict[str, int], list[bytes]], reply)
+                cursor = int(next(iter(cursors.values()), 0))
+                if names:
+                    yield names
+                if cursor == 0:
+                    break
+        return
+    cursor = 0
+    while True:
+        cursor, batch = await client.scan(cursor, match=match, count=count)
+        if batch:
+            yield cast(list[bytes], batch)
+        if cursor == 0:
+            return
