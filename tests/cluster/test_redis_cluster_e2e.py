@@ -1,0 +1,115 @@
+"""The gateway on a 3-primary Redis Cluster: the multi-node flows and expiry of a single Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from redis.asyncio import RedisCluster
+
+from gw.sip.endpoint import EndpointConfig, SipEndpoint
+from gw.sip.transaction import Timers
+from gw.sip.transport import ListenSpec
+from gw.store.client import connect
+from tests.cluster.test_multinode import send_message, stop_all
+from tests.support.msrp_user import MsrpUser
+from tests.support.node import GatewayProcess
+from tests.support.redis_cluster import LocalCluster
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(3) as c:
+        yield c
+
+
+@pytest.fixture
+async def msrp_user() -> AsyncIterator[MsrpUser]:
+    user = MsrpUser()
+    await user.start()
+    yield user
+    await user.close()
+
+
+@pytest.fixture
+async def page_ua() -> AsyncIterator[SipEndpoint]:
+    ep = SipEndpoint(EndpointConfig(timers=Timers(t1=0.1, t2=0.4)))
+    await ep.start([ListenSpec("UDP", "127.0.0.1", 0)])
+    yield ep
+    await ep.close()
+
+
+def start(cluster: LocalCluster, user: MsrpUser, count: int, **env: str) -> list[GatewayProcess]:
+    nodes = []
+    for i in range(count):
+        node = GatewayProcess(
+            env={
+                "MSRPGW_STORE__URL": cluster.url,
+                "MSRPGW_NODE__ID": f"c{i + 1}",
+                "MSRPGW_SIP__T1": "0.1",
+                "MSRPGW_SIP__T2": "0.4",
+                "MSRPGW_GATEWAY__RURI_REWRITE": f"sip:{{user}}@127.0.0.1:{user.sip_port}",
+                "MSRPGW_GATEWAY__SETUP_TIMEOUT": "3",
+                "MSRPGW_GATEWAY__DELIVERY_TIMEOUT": "5",
+                "MSRPGW_CLUSTER__HEARTBEAT_TTL": "1.5",
+                **env,
+            }
+        )
+        node.start()
+        nodes.append(node)
+    return nodes
+
+
+async def session_count(url: str) -> int:
+    client = connect(url)
+    assert isinstance(client, RedisCluster)
+    try:
+        return len([k async for k in client.scan_iter(match="msrpgw:sess:*")])
+    finally:
+        await client.aclose()
+
+
+async def test_round_robin_and_many_keys_on_redis_cluster(
+    cluster: LocalCluster, msrp_user: MsrpUser, page_ua: SipEndpoint
+) -> None:
+    nodes = start(cluster, msrp_user, 3)
+    try:
+        # One conversation over all nodes: one session, in order.
+        statuses = [await send_message(page_ua, nodes[i % 3], f"m{i}") for i in range(9)]
+        assert statuses == [200] * 9
+        # Twelve more keys: their hashes land on all three primaries.
+        for i in range(12):
+            assert await send_message(page_ua, nodes[i % 3], f"k{i}", user=f"user{i}") == 200
+        received = await msrp_user.wait_for(21)
+        assert [r.body for r in received[:9]] == [f"m{i}".encode() for i in range(9)]
+        assert len(msrp_user.invites) == 13
+        assert await session_count(cluster.url) == 13
+    finally:
+        await stop_all(nodes)
+
+
+async def test_expiry_on_redis_cluster(
+    cluster: LocalCluster, msrp_user: MsrpUser, page_ua: SipEndpoint
+) -> None:
+    nodes = start(
+        cluster,
+        msrp_user,
+        2,
+        MSRPGW_GATEWAY__SESSION_TIMEOUT="2",
+        MSRPGW_GATEWAY__MESSAGE_TIMEOUT="2",
+        MSRPGW_GATEWAY__CLEANUP_INTERVAL="30",  # notifications, not the sweep, must do it
+    )
+    try:
+        for i in range(6):
+            assert await send_message(page_ua, nodes[i % 2], "x", user=f"exp{i}") == 200
+        for _ in range(80):
+            if msrp_user.byes == 6:
+                break
+            await asyncio.sleep(0.1)
+        assert msrp_user.byes == 6, [n.output()[-1500:] for n in nodes]
+        assert await session_count(cluster.url) == 0
+    finally:
+        await stop_all(nodes)
