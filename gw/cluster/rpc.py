@@ -109,6 +109,10 @@ class Rpc:
                     with contextlib.suppress(Exception):
                         await refresh_topology(self.redis)
                 await asyncio.sleep(0.5)
+            except Exception:  # a bug or a misconfigured client must not kill the inbox silently
+                self._ready.clear()
+                log.exception("rpc inbox failed; resubscribing")
+                await asyncio.sleep(1.0)
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):

@@ -142,7 +142,10 @@ def connect(
     """
     scheme = urlsplit(url).scheme.lower()
     if scheme in _SCHEMES_SINGLE:
-        return redis_class.from_url(url, **_with_defaults(kwargs))  # the URL's options win
+        options = _with_defaults(kwargs)
+        if scheme == "unix":  # TCP keepalive means nothing on a Unix socket (and is refused)
+            options.pop("socket_keepalive", None)
+        return redis_class.from_url(url, **options)  # the URL's options win
     if scheme in _SCHEMES_CLUSTER:
         return _cluster(url, cluster_class, kwargs)
     if scheme in _SCHEMES_SENTINEL:
