@@ -1,0 +1,313 @@
+"""Session mode to page mode: `msrp_gw_answer`, SEND -> MESSAGE, in-dialog requests."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+from redis.exceptions import RedisError
+
+from gw.gateway import events as ev
+from gw.gateway.base import ALLOW, LOOP_HEADER, log
+from gw.gateway.lifecycle import Lifecycle
+from gw.gateway.mapping import sip_to_msrp
+from gw.gateway.policy import Decision
+from gw.gateway.session import ACTIVE, GwSession
+from gw.msrp.endpoint import MsrpSessionError
+from gw.msrp.events import (
+    MessageReceived,
+    ReportIgnored,
+    RequestRejected,
+    SessionClosed,
+    SessionEvent,
+)
+from gw.sip.endpoint import IncomingRequest
+from gw.sip.sdp import (
+    SdpError,
+    answer_setup,
+    build_msrp_answer,
+    find_msrp_media,
+    negotiate_types,
+    parse_sdp,
+)
+from gw.sip.uri import SipSyntaxError, parse_name_addr
+from gw.store.records import SessionRecord
+from gw.store.sessions import SessionNotFound
+
+
+class SessionSide(Lifecycle):
+    async def msrp_gw_answer(self, incoming: IncomingRequest, decision: Decision) -> None:
+        request = incoming.request
+        if self.draining:
+            self._unavailable(incoming, "draining")
+            return
+        try:
+            media = find_msrp_media(parse_sdp(request.body))
+        except SdpError as exc:
+            self._reject(incoming, 400, "Bad SDP", str(exc))
+            return
+        if media is None:
+            self._reject(
+                incoming,
+                488,
+                "No MSRP Stream",
+                "sdp",
+                [("Warning", '304 msrp-gw "Media type not available"')],
+            )
+            return
+        types = negotiate_types(
+            media.accept_types, decision.content_types or self.settings.content_types
+        )
+        if not types:
+            self._reject(
+                incoming,
+                488,
+                "No Acceptable Content Type",
+                "sdp",
+                [("Warning", '305 msrp-gw "Incompatible media format"')],
+            )
+            return
+        old = self.sessions.get(decision.key)
+        if old is not None:
+            await self.end_session(decision.key, "replaced")
+        setup = answer_setup(media.setup) if media.setup else None
+        role = "passive"
+        if setup is not None:
+            role = "active" if setup == "active" else "passive"
+        local_uri = self.msrp.new_local_uri()
+        now = time.time()
+        record = SessionRecord(
+            key=decision.key,
+            state="active",
+            origin="answer",
+            owner=self.settings.node_id,
+            msg_from=decision.from_uri,
+            msg_to=decision.to_uri,
+            msg_ruri=decision.ruri,
+            call_id=request.call_id,
+            remote_tag=request.from_.tag or "",
+            local_path=[str(local_uri)],
+            peer_path=list(media.path),
+            content_types=types,
+            created=now,
+            last_message=now,
+            last_send=now,
+        )
+        try:
+            if not await self.store.create(record):
+                await self.store.delete(decision.key)
+                if not await self.store.create(record):
+                    self._unavailable(incoming, "session create race")
+                    return
+        except (RedisError, OSError) as exc:
+            log.warning("store unavailable: %s", exc)
+            self._unavailable(incoming, "store")
+            return
+        session = GwSession(key=decision.key, origin="answer", record=record, state=ACTIVE)
+        session.peer_types = list(media.accept_types)
+        handle = self.msrp.create_session(
+            media.path,
+            local_uri=local_uri,
+            role=role,
+            accept_types=types,
+            on_event=lambda e: self._msrp_event(session, e),
+            peer_accept_types=media.accept_types or None,
+            peer_max_size=media.max_size,
+            chunk_size=self.settings.chunk_size,
+            max_message_size=self.settings.max_page_message_size,
+            transaction_timeout=self.settings.msrp_transaction_timeout,
+        )
+        session.msrp = handle
+        self.sessions[decision.key] = session
+        session.trace = decision.key in self.traced
+        self._note_trace_ids(session)
+        self.by_call_id[request.call_id] = session
+        self.counters["sessions_created_answer"] += 1
+        answer = build_msrp_answer(
+            media,
+            address=self.msrp.advertised_host,
+            port=self.msrp.uri.port or 2855,
+            path=[str(local_uri)],
+            accept_types=types,
+            accept_wrapped_types=self.settings.accept_wrapped_types,
+            setup=setup,
+            offer_sdp=parse_sdp(request.body),
+        )
+        incoming.respond(200, body=answer.to_bytes(), content_type="application/sdp")
+        session.dialog = incoming.dialog
+        if session.dialog is not None:
+            await self.store.update(decision.key, local_tag=session.dialog.local_tag)
+        log.info(
+            "session started",
+            extra={"key": session.key, "origin": "answer", "call_id": request.call_id},
+        )
+        await self._publish(ev.SESSION_STARTED, {"key": session.key, "origin": "answer"})
+        if role == "active":
+            self._spawn(self._connect_answered(session))
+
+    async def _connect_answered(self, session: GwSession) -> None:
+        assert session.msrp is not None
+        try:
+            await session.msrp.connect(timeout=self.settings.setup_timeout)
+        except (MsrpSessionError, TimeoutError, OSError) as exc:
+            log.info("cannot connect to MSRP peer: %s", exc, extra={"key": session.key})
+            await self.end_session(session.key, "msrp connect failed")
+
+    def _msrp_event(self, session: GwSession, event: SessionEvent) -> None:
+        if isinstance(event, MessageReceived):
+            self._spawn(self._to_page(session, event))
+        elif isinstance(event, RequestRejected):
+            self.counters[f"msrp_rejected_{event.code}"] += 1
+            log.info(
+                "msrp request rejected: %d %s", event.code, event.reason, extra={"key": session.key}
+            )
+        elif isinstance(event, ReportIgnored):
+            self.counters["msrp_reports_ignored"] += 1
+            log.info(
+                "msrp REPORT ignored: %s %s (%s)",
+                event.message_id,
+                event.status,
+                event.reason,
+                extra={"key": session.key},
+            )
+        elif isinstance(event, SessionClosed) and session.state == ACTIVE:
+            # While setting up, the setup task handles a failed MSRP leg (precise answer).
+            if session.msrp is not None and not session.msrp.closed:
+                return  # an MSRP session a re-INVITE replaced closed, not the current one
+            log.info("msrp session closed: %s", event.reason, extra={"key": session.key})
+            self._spawn(self.end_session(session.key, f"msrp closed: {event.reason}"))
+
+    async def _to_page(self, session: GwSession, msg: MessageReceived) -> None:
+        rec = session.record
+        handle = session.msrp
+        self.counters["msrp_messages_in"] += 1
+        try:
+            await self.store.touch(session.key, page_message=False, now=time.time())
+        except SessionNotFound:
+            with contextlib.suppress(RedisError, OSError):
+                await self._rebuild(session)
+        except (RedisError, OSError):
+            self.counters["store_errors"] += (
+                1  # the message still goes out: Redis is not in its path
+            )
+        try:
+            req = self.sip.new_request(
+                "MESSAGE",
+                rec.msg_ruri,
+                from_=parse_name_addr(f"<{rec.msg_from}>"),
+                to=parse_name_addr(f"<{rec.msg_to}>"),
+                body=msg.body,
+                content_type=msg.content_type,
+                headers=[(LOOP_HEADER, self.settings.node_id)],
+            )
+        except SipSyntaxError as exc:
+            log.warning("bad MESSAGE coordinates: %s", exc, extra={"key": session.key})
+            if handle is not None:
+                handle.report_failure(msg.message_id, 403, "Bad Coordinates")
+            return
+        if session.trace:
+            self.trace_call_ids.add(req.call_id)
+        started = time.perf_counter()
+        response = await self.sip.request(req)
+        if self.on_latency is not None:
+            self.on_latency("msrp_to_page", time.perf_counter() - started)
+        delivered = 200 <= response.status < 300
+        log.log(
+            logging.DEBUG if delivered else logging.INFO,
+            "msrp message %s (%d bytes %s) -> MESSAGE %d %s",
+            msg.message_id,
+            len(msg.body),
+            msg.content_type,
+            response.status,
+            response.reason,
+            extra={"key": session.key, "call_id": req.call_id},
+        )
+        if delivered:
+            self.counters["msrp_to_page_delivered"] += 1
+            if handle is not None and msg.success_report:
+                handle.report_success(msg.message_id)
+            return
+        self.counters[f"msrp_to_page_failed_{response.status}"] += 1
+        code, reason = sip_to_msrp(response.status)
+        await self._publish(
+            ev.DELIVERY_FAILED,
+            {
+                "key": session.key,
+                "direction": "msrp_to_page",
+                "code": response.status,
+                "reason": response.reason,
+            },
+        )
+        if handle is not None and msg.failure_report != "no":
+            handle.report_failure(msg.message_id, code, reason)
+
+    async def _in_dialog(self, incoming: IncomingRequest) -> None:
+        request = incoming.request
+        session = self.by_call_id.get(request.call_id)
+        if request.method == "BYE":
+            incoming.respond(200)
+            if session is not None:
+                await self.end_session(session.key, "bye", send_bye=False)
+            return
+        if request.method == "INVITE" and session is not None:
+            await self._reinvite(incoming, session)
+            return
+        if request.method in ("MESSAGE", "INFO", "UPDATE", "OPTIONS"):
+            incoming.respond(
+                200 if request.method == "OPTIONS" else 405, headers=[("Allow", ALLOW)]
+            )
+            return
+        incoming.respond(405, headers=[("Allow", ALLOW)])
+
+    async def _reinvite(self, incoming: IncomingRequest, session: GwSession) -> None:
+        """A new offer: update the peer path and types (the MSRP session is re-created)."""
+        request = incoming.request
+        try:
+            media = find_msrp_media(parse_sdp(request.body)) if request.body else None
+        except SdpError:
+            media = None
+        if media is None or session.msrp is None:
+            incoming.respond(488, "Not Acceptable Here")
+            return
+        types = negotiate_types(media.accept_types, session.record.content_types)
+        if not types:
+            incoming.respond(488, "No Acceptable Content Type")
+            return
+        old = session.msrp
+        setup = answer_setup(media.setup) if media.setup else None
+        role = "active" if setup == "active" else "passive"
+        local_uri = old.local_uri
+        if [str(u) for u in old.peer_path] != list(media.path):
+            session.msrp = self.msrp.create_session(
+                media.path,
+                local_uri=self.msrp.new_local_uri(),
+                role=role,
+                accept_types=types,
+                on_event=lambda e: self._msrp_event(session, e),
+                peer_accept_types=media.accept_types or None,
+                peer_max_size=media.max_size,
+                chunk_size=self.settings.chunk_size,
+                max_message_size=self.settings.max_page_message_size,
+                transaction_timeout=self.settings.msrp_transaction_timeout,
+            )
+            # Closed after the swap: its SessionClosed must not end the session (_msrp_event).
+            old.close("re-INVITE")
+            local_uri = session.msrp.local_uri
+        session.peer_types = list(media.accept_types)
+        answer = build_msrp_answer(
+            media,
+            address=self.msrp.advertised_host,
+            port=self.msrp.uri.port or 2855,
+            path=[str(local_uri)],
+            accept_types=types,
+            setup=setup,
+            offer_sdp=parse_sdp(request.body),
+        )
+        incoming.respond(200, body=answer.to_bytes(), content_type="application/sdp")
+        with contextlib.suppress(RedisError, OSError):
+            await self.store.update(
+                session.key, peer_path=list(media.path), local_path=[str(local_uri)]
+            )
+        if role == "active" and session.msrp is not old:
+            self._spawn(self._connect_answered(session))

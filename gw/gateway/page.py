@@ -1,0 +1,507 @@
+"""Page mode to session mode: `msg_to_msrp`, owner routing and takeover, MSRP leg setup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from gw.cluster.rpc import NodeUnreachable
+from gw.gateway import events as ev
+from gw.gateway.answer import SessionSide
+from gw.gateway.base import LOOP_HEADER, log
+from gw.gateway.mapping import msrp_to_sip
+from gw.gateway.policy import Decision
+from gw.gateway.session import ACTIVE, ENDING, GwSession, Outcome, PageMessage, Pending
+from gw.msrp.endpoint import MsrpSessionError
+from gw.msrp.endpoint import Session as MsrpHandle
+from gw.msrp.events import (
+    MessageDelivered,
+    MessageFailed,
+)
+from gw.sip.endpoint import IncomingRequest
+from gw.sip.message import Request, Response
+from gw.sip.sdp import (
+    SdpError,
+    build_msrp_offer,
+    find_msrp_media,
+    mime_matches,
+    parse_sdp,
+    we_connect,
+)
+from gw.sip.uri import NameAddr, parse_name_addr
+from gw.store.records import SessionRecord
+from gw.store.sessions import SessionNotFound
+
+
+class PageSide(SessionSide):
+    async def msg_to_msrp(self, incoming: IncomingRequest, decision: Decision) -> None:
+        request = incoming.request
+        ctype = request.content_type
+        if not ctype:
+            self._reject(incoming, 400, "Missing Content-Type", "bad message")
+            return
+        if not request.body:
+            self._reject(incoming, 400, "Empty Message Body", "bad message")
+            return
+        types = decision.content_types or self.settings.content_types
+        if not mime_matches(ctype, types):
+            self._reject(
+                incoming,
+                415,
+                "Unsupported Media Type",
+                "content type",
+                [("Accept", ", ".join(types))],
+            )
+            return
+        if self.draining:
+            self._unavailable(incoming, "draining")
+            return
+        started = time.perf_counter()
+        page = PageMessage(
+            key=decision.key,
+            body=request.body,
+            content_type=ctype,
+            call_id=request.call_id,
+            page_from=str(NameAddr(uri=request.from_.uri, display=request.from_.display)),
+            page_to=str(NameAddr(uri=request.to.uri, display=request.to.display)),
+            ruri=decision.ruri or str(request.uri),
+            content_types=list(types),
+        )
+        outcome = await self.route_page(page)
+        if self.on_latency is not None:
+            self.on_latency("page_to_msrp", time.perf_counter() - started)
+        if outcome.status == 503 and not any(h == "Retry-After" for h, _ in outcome.headers):
+            outcome.headers.append(("Retry-After", str(self.settings.retry_after)))
+        self._answer(incoming, outcome)
+
+    async def route_page(self, page: PageMessage) -> Outcome:
+        """Deliver on the local session, forward to the owner, or take the key over."""
+        try:
+            return await self._route_page(page)
+        except (RedisError, OSError) as exc:
+            log.warning("store unavailable: %s", exc, extra={"key": page.key})
+            self.counters["store_errors"] += 1
+            return Outcome(
+                503, "Service Unavailable", [("Retry-After", str(self.settings.retry_after))]
+            )
+
+    async def _route_page(self, page: PageMessage) -> Outcome:
+        me = self.settings.node_id
+        key = page.key
+        creating = self._creating.get(key)
+        if creating is not None:
+            await asyncio.shield(creating)
+        session = self.sessions.get(key)
+        if session is not None and session.state != ENDING:
+            try:
+                await self.store.touch(key, page_message=True, now=time.time())
+            except SessionNotFound:
+                # Redis lost it (restart without persistence): we hold the live session.
+                if not await self._rebuild(session):
+                    session = None
+            if session is not None:
+                return await self._deliver_local(session, page)
+        rec = await self.store.get(key)
+        if rec is not None and rec.owner != me:
+            if self.registry is not None and await self.registry.alive(rec.owner):
+                return await self._forward(rec.owner, page)
+            claimed = await self.store.claim(key, expected_owner=rec.owner, new_owner=me)
+            if claimed is None:  # another node took it first: it is the owner now
+                rec2 = await self.store.get(key)
+                if rec2 is not None and rec2.owner != me and page.hops < 2:
+                    return await self._forward(rec2.owner, page)
+                return Outcome(503, "Session Owner Changing")
+            log.info("session taken over from %s", rec.owner, extra={"key": key})
+            self.counters["sessions_taken_over"] += 1
+            await self._publish(
+                ev.SESSION_MOVED,
+                {"key": key, "from_node": rec.owner, "to_node": me, "reason": "owner dead"},
+            )
+            session = self._start_outbound(page, claimed)
+        elif rec is not None:
+            session = self._start_outbound(page, rec)  # ours in Redis, but not in this process
+        else:
+            session = await self._create_outbound(page)
+            if session is None:  # lost a creation race: route to the winner
+                if page.hops >= 2:
+                    return Outcome(503, "Session Create Race")
+                page.hops += 1
+                return await self._route_page(page)
+        return await self._deliver_local(session, page)
+
+    async def _deliver_local(self, session: GwSession, page: PageMessage) -> Outcome:
+        if (
+            session.state == ACTIVE
+            and session.peer_types
+            and not mime_matches(page.content_type, session.peer_types)
+        ):
+            self.counters["rejected_415"] += 1
+            return Outcome(
+                415, "Unsupported Media Type", [("Accept", ", ".join(session.peer_types))]
+            )
+        s = self.settings
+        if (
+            len(session.queue) >= s.max_queued_messages
+            or session.queued_bytes + len(page.body) > s.max_queued_bytes
+        ):
+            self.counters["queue_full"] += 1
+            return Outcome(503, "Queue Full", [("Retry-After", str(s.retry_after))])
+        loop = asyncio.get_running_loop()
+        pending = Pending(page.body, page.content_type, loop.create_future(), page.call_id)
+        session.enqueue(pending)
+        self.counters["page_messages_in"] += 1
+        if session.state == ACTIVE:
+            self._flush(session)
+        if s.reply_mode == "accept":
+            self._spawn(self._await_for_event(session, pending))
+            return Outcome(202, "Accepted")
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.done), s.delivery_timeout)
+        except TimeoutError:
+            outcome = Outcome(408, "Delivery Timeout")
+            with contextlib.suppress(ValueError):
+                session.queue.remove(pending)
+                session.queued_bytes -= pending.size
+            if not pending.done.done():
+                pending.done.set_result(outcome)
+            return outcome
+
+    async def _forward(self, owner: str, page: PageMessage) -> Outcome:
+        """Hand the MESSAGE to the owner node and answer with its outcome (ARCHITECTURE §4)."""
+        if self.rpc is None:
+            return Outcome(503, "Session Owned Elsewhere")
+        self.counters["forwarded_to_owner"] += 1
+        payload = {"op": "message", **page.to_wire()}
+        try:
+            reply = await self.rpc.call(owner, payload, self.forward_timeout)
+        except NodeUnreachable:
+            if self.registry is not None:
+                self.registry.forget(owner)
+            if page.hops >= 2:
+                return Outcome(503, "Session Owner Unreachable")
+            page.hops += 1
+            await asyncio.sleep(0.05)
+            if self.registry is not None and not await self.registry.alive(owner):
+                return await self._route_page(page)
+            return Outcome(503, "Session Owner Unreachable")
+        except TimeoutError:
+            self.counters["forward_timeouts"] += 1
+            return Outcome(408, "Owner Did Not Answer")
+        if "error" in reply:
+            return Outcome(500, "Owner Failed")
+        headers = [(str(h), str(v)) for h, v in reply.get("headers", [])]
+        return Outcome(int(reply.get("status", 500)), str(reply.get("reason", "")), headers)
+
+    async def on_rpc(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Requests from other nodes: forwarded MESSAGEs and session ends."""
+        op = msg.get("op")
+        if op == "message":
+            page = PageMessage.from_wire(msg)
+            page.hops += 1
+            outcome = await self.route_page(page)
+            return {"status": outcome.status, "reason": outcome.reason, "headers": outcome.headers}
+        if op == "end":
+            ok = await self.end_session(str(msg.get("key")), str(msg.get("reason", "mi")))
+            return {"ok": ok}
+        return {"error": f"unknown op {op!r}"}
+
+    async def _await_for_event(self, session: GwSession, pending: Pending) -> None:
+        outcome = await pending.done
+        if outcome.status >= 300:
+            self.counters[f"page_answer_{outcome.status}"] += 1
+            await self._publish(
+                ev.DELIVERY_FAILED,
+                {
+                    "key": session.key,
+                    "direction": "page_to_msrp",
+                    "code": outcome.status,
+                    "reason": outcome.reason,
+                },
+            )
+
+    async def _create_outbound(self, page: PageMessage) -> GwSession | None:
+        """A new key: create the record (atomic) and start the MSRP leg; None if we lost."""
+        now = time.time()
+        record = SessionRecord(
+            key=page.key,
+            state="setup",
+            origin="msg_to_msrp",
+            owner=self.settings.node_id,
+            content_types=list(page.content_types or self.settings.content_types),
+            created=now,
+            last_message=now,
+            last_send=now,
+        )
+        page.mirror_into(record)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._creating[page.key] = done
+        try:
+            if not await self.store.create(record):
+                return None
+            return self._start_outbound(page, record, fresh=True)
+        finally:
+            del self._creating[page.key]
+            done.set_result(None)
+
+    def _start_outbound(
+        self, page: PageMessage, record: SessionRecord, *, fresh: bool = False
+    ) -> GwSession:
+        """Own `record` and set up a new MSRP leg for it (new key, or taken over)."""
+        if not fresh:
+            page.mirror_into(record)
+            record.state = "setup"
+            record.origin = "msg_to_msrp"
+            record.content_types = list(page.content_types or self.settings.content_types)
+        session = GwSession(key=page.key, origin="msg_to_msrp", record=record)
+        self.sessions[page.key] = session
+        session.trace = page.key in self.traced
+        self.counters["sessions_created_msg_to_msrp"] += 1
+        session.setup_task = asyncio.create_task(self._setup(session, page, fresh))
+        self._tasks.add(session.setup_task)
+        session.setup_task.add_done_callback(self._tasks.discard)
+        return session
+
+    async def _setup(self, session: GwSession, page: PageMessage, fresh: bool) -> None:
+        s = self.settings
+
+        local_uri = self.msrp.new_local_uri()
+        setup = None if s.msrp_setup == "none" else s.msrp_setup
+        offer = build_msrp_offer(
+            address=self.msrp.advertised_host,
+            port=self.msrp.uri.port or 2855,
+            path=[str(local_uri)],
+            accept_types=session.record.content_types,
+            accept_wrapped_types=s.accept_wrapped_types,
+            setup=setup,
+        )
+        invite = self.sip.new_request(
+            "INVITE",
+            page.ruri,
+            from_=page.page_from,
+            to=page.page_to,
+            body=offer.to_bytes(),
+            content_type="application/sdp",
+            headers=[("Contact", f"<{self.sip.contact_uri('UDP')}>"), (LOOP_HEADER, s.node_id)],
+        )
+        session.invite = invite
+        self.by_call_id[invite.call_id] = session
+        self._note_trace_ids(session)
+        code: int | None = None
+        reason: str | None = None
+        try:
+            if not fresh:
+                rec = session.record
+                await self.store.update(
+                    session.key,
+                    state="setup",
+                    origin="msg_to_msrp",
+                    msg_from=rec.msg_from,
+                    msg_to=rec.msg_to,
+                    msg_ruri=rec.msg_ruri,
+                    content_types=rec.content_types,
+                )
+            response, dialog = await self._invite(invite, s.setup_timeout)
+            if response.get("X-Gw-Local") is None and response.status >= 300:
+                # The event reports a negative reply only; after a 2xx (MSRP leg failed) or
+                # with no reply at all its code and reason are null (reference semantics).
+                code, reason = response.status, response.reason
+            if dialog is None:
+                status = response.status if response.status >= 300 else 500
+                if response.get("X-Gw-Local") == "timeout" or status == 487:
+                    status = 408
+                raise _SetupFailed(status, response.reason if code else "No Answer From MSRP Side")
+            session.dialog = dialog
+            await self._start_msrp_leg(session, response, local_uri, setup)
+        except _SetupFailed as exc:
+            await self._setup_failed(session, exc.status, exc.reason, code, reason)
+            return
+        except (RedisError, OSError) as exc:
+            await self._setup_failed(session, 503, f"Store Error: {exc}", None, None)
+            return
+        session.state = ACTIVE
+        log.info(
+            "session started",
+            extra={"key": session.key, "origin": "msg_to_msrp", "call_id": invite.call_id},
+        )
+        await self._publish(ev.SESSION_STARTED, {"key": session.key, "origin": "msg_to_msrp"})
+        self._flush(session)
+
+    async def _invite(self, invite: Request, timeout: float) -> tuple[Response, Any]:
+        """INVITE; if no final answer within `timeout`, CANCEL and take what comes (§9.1)."""
+        task = asyncio.ensure_future(self.sip.invite(invite))
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            with contextlib.suppress(Exception):
+                await self.sip.cancel(invite)
+            done, _ = await asyncio.wait({task}, timeout=64 * self.sip.config.timers.t1)
+            if not done:
+                task.cancel()
+                return _synthetic(invite, 408, "Request Timeout"), None
+            response, dialog = task.result()
+            if dialog is not None:  # answered while we cancelled: hang up
+                await self.sip.bye(dialog)
+                dialog = None
+            if response.status == 487 or response.status < 300:
+                return _synthetic(invite, 408, "Request Timeout"), None
+            return response, None
+        result: tuple[Response, Any] = task.result()
+        return result
+
+    async def _start_msrp_leg(
+        self, session: GwSession, response: Response, local_uri: Any, our_setup: str | None
+    ) -> None:
+        assert session.dialog is not None
+        try:
+            answer = parse_sdp(response.body)
+            media = find_msrp_media(answer)
+        except SdpError:
+            media = None
+        if media is None:
+            await self._bye(session)
+            raise _SetupFailed(488, "No MSRP Stream In Answer")
+        try:
+            active = we_connect(we_offered=True, offer=our_setup, answer=media.setup)
+        except SdpError:
+            await self._bye(session)
+            raise _SetupFailed(488, "Incompatible a=setup") from None
+        session.peer_types = list(media.accept_types)
+        handle = self.msrp.create_session(
+            media.path,
+            local_uri=local_uri,
+            role="active" if active else "passive",
+            accept_types=session.record.content_types,
+            on_event=lambda e: self._msrp_event(session, e),
+            peer_accept_types=media.accept_types or None,
+            peer_max_size=media.max_size,
+            chunk_size=self.settings.chunk_size,
+            # what the MSRP user sends here becomes MESSAGEs too: same limit as answered
+            max_message_size=self.settings.max_page_message_size,
+            transaction_timeout=self.settings.msrp_transaction_timeout,
+        )
+        session.msrp = handle
+        try:
+            await handle.connect(timeout=self.settings.setup_timeout)
+        except (MsrpSessionError, TimeoutError, OSError) as exc:
+            handle.close("connect failed")
+            await self._bye(session)
+            raise _SetupFailed(480, "MSRP Connection Failed") from exc
+        d = session.dialog
+        await self.store.update(
+            session.key,
+            state="active",
+            call_id=d.call_id,
+            local_tag=d.local_tag,
+            remote_tag=d.remote_tag,
+            local_path=[str(local_uri)],
+            peer_path=list(media.path),
+        )
+        if handle.closed:  # lost while we were recording it (its SessionClosed came early)
+            await self._bye(session)
+            raise _SetupFailed(480, "MSRP Connection Failed")
+
+    async def _setup_failed(
+        self, session: GwSession, status: int, reason: str, code: int | None, sip_reason: str | None
+    ) -> None:
+        self.counters[f"setup_failed_{status}"] += 1
+        log.info("session setup failed: %d %s", status, reason, extra={"key": session.key})
+        rec = session.record
+        await self._publish(
+            ev.SETUP_FAILED,
+            {
+                "key": session.key,
+                "from_uri": rec.msg_from,
+                "to_uri": rec.msg_to,
+                "ruri": rec.msg_ruri,
+                "code": code,
+                "reason": sip_reason,
+            },
+        )
+        outcome = Outcome(status, reason)
+        self._fail_queue(session, outcome)
+        await self._forget(session, "setup failed")
+        if self.settings.failure_notice:
+            self._spawn(self._failure_notice(rec, status, reason))
+
+    async def _failure_notice(self, rec: SessionRecord, status: int, reason: str) -> None:
+        text = self.settings.failure_notice.format(code=status, reason=reason, key=rec.key)
+        req = self.sip.new_request(
+            "MESSAGE",
+            rec.msg_ruri,
+            from_=parse_name_addr(f"<{rec.msg_from}>"),
+            to=parse_name_addr(f"<{rec.msg_to}>"),
+            body=text.encode(),
+            content_type="text/plain",
+            headers=[(LOOP_HEADER, self.settings.node_id)],
+        )
+        await self.sip.request(req)
+
+    def _flush(self, session: GwSession) -> None:
+        """Hand queued messages to the MSRP session in order; outcomes resolve their futures."""
+        handle = session.msrp
+        if handle is None or session.state != ACTIVE:
+            return
+        while session.queue:
+            pending = session.pop()
+            if pending.done.done():
+                continue
+            try:
+                msg = handle.send_nowait(
+                    pending.body,
+                    pending.content_type,
+                    success_report=True if self.settings.require_success_report else None,
+                )
+            except (MsrpSessionError, ValueError) as exc:
+                code = getattr(exc, "code", 413)
+                pending.done.set_result(self._send_failed(session, code))
+                continue
+            self._spawn(self._track(session, handle, msg, pending))
+
+    @staticmethod
+    def _send_failed(session: GwSession, code: int) -> Outcome:
+        """The MESSAGE's answer for a failed SEND; a 415 says what the peer accepts."""
+        outcome = Outcome(*msrp_to_sip(code))
+        if outcome.status == 415 and session.peer_types:
+            outcome.headers.append(("Accept", ", ".join(session.peer_types)))
+        return outcome
+
+    async def _track(
+        self, session: GwSession, handle: MsrpHandle, msg: Any, pending: Pending
+    ) -> None:
+        result = await handle.outcome(msg)
+        if isinstance(result, MessageDelivered):
+            outcome = Outcome(200, "OK")
+            self.counters["page_to_msrp_delivered"] += 1
+        elif isinstance(result, MessageFailed):
+            outcome = self._send_failed(session, result.code)
+            self.counters[f"page_to_msrp_failed_{result.code}"] += 1
+        else:
+            outcome = Outcome(480, "MSRP Message Aborted")
+        if outcome.status >= 300:
+            log.info(
+                "message to MSRP failed: %s -> %d %s",
+                getattr(result, "code", "aborted"),
+                outcome.status,
+                outcome.reason,
+                extra={"key": session.key, "call_id": pending.call_id},
+            )
+        if not pending.done.done():
+            pending.done.set_result(outcome)
+
+
+class _SetupFailed(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+def _synthetic(request: Request, status: int, reason: str) -> Response:
+    from gw.sip.transaction import build_response
+
+    response = build_response(request, status, reason)
+    response.add("X-Gw-Local", "timeout")
+    return response
