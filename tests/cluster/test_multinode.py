@@ -5,35 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from gw.sip.endpoint import EndpointConfig, SipEndpoint
-from gw.sip.transaction import Address, Timers
-from gw.sip.transport import ListenSpec
+from gw.sip.endpoint import SipEndpoint
+from gw.sip.transaction import Address
 from tests.support.msrp_user import MsrpUser
 from tests.support.node import GatewayProcess
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture
-async def msrp_user() -> AsyncIterator[MsrpUser]:
-    user = MsrpUser()
-    await user.start()
-    yield user
-    await user.close()
-
-
-@pytest.fixture
-async def page_ua() -> AsyncIterator[SipEndpoint]:
-    ep = SipEndpoint(EndpointConfig(timers=Timers(t1=0.1, t2=0.4)))
-    await ep.start([ListenSpec("UDP", "127.0.0.1", 0)])
-    yield ep
-    await ep.close()
 
 
 def start_nodes(

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from redis.asyncio import RedisCluster
 
-from gw.sip.endpoint import EndpointConfig, SipEndpoint
-from gw.sip.transaction import Timers
-from gw.sip.transport import ListenSpec
+from gw.sip.endpoint import SipEndpoint
 from gw.store.client import connect
 from tests.cluster.test_multinode import send_message, stop_all
 from tests.support.msrp_user import MsrpUser
@@ -24,22 +22,6 @@ pytestmark = pytest.mark.interop
 def cluster() -> Iterator[LocalCluster]:
     with LocalCluster(3) as c:
         yield c
-
-
-@pytest.fixture
-async def msrp_user() -> AsyncIterator[MsrpUser]:
-    user = MsrpUser()
-    await user.start()
-    yield user
-    await user.close()
-
-
-@pytest.fixture
-async def page_ua() -> AsyncIterator[SipEndpoint]:
-    ep = SipEndpoint(EndpointConfig(timers=Timers(t1=0.1, t2=0.4)))
-    await ep.start([ListenSpec("UDP", "127.0.0.1", 0)])
-    yield ep
-    await ep.close()
 
 
 def start(cluster: LocalCluster, user: MsrpUser, count: int, **env: str) -> list[GatewayProcess]:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,9 +19,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from gw.sip.endpoint import EndpointConfig, SipEndpoint
-from gw.sip.transaction import Address, Timers
-from gw.sip.transport import ListenSpec
+from gw.sip.endpoint import SipEndpoint
+from gw.sip.transaction import Address
 from tests.deploy.helpers import DEPLOY, run
 from tests.support.kamailio import Kamailio, kamailio_binary, require_kamailio
 from tests.support.msrp_user import MsrpUser
@@ -164,22 +163,6 @@ def test_compose_redis_config_boots(tmp_path: Path) -> None:
 
 
 # -- Kamailio + dispatcher in front of two nodes ---------------------------------------------
-
-
-@pytest.fixture
-async def msrp_user() -> AsyncIterator[MsrpUser]:
-    user = MsrpUser()
-    await user.start()
-    yield user
-    await user.close()
-
-
-@pytest.fixture
-async def page_ua() -> AsyncIterator[SipEndpoint]:
-    ep = SipEndpoint(EndpointConfig(timers=Timers(t1=0.1, t2=0.4)))
-    await ep.start([ListenSpec("UDP", "127.0.0.1", 0)])
-    yield ep
-    await ep.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -15,14 +14,6 @@ from tests.support.redis_server import RedisServer
 from tests.support.sipp import Sipp
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture
-async def msrp_user() -> AsyncIterator[MsrpUser]:
-    user = MsrpUser()
-    await user.start()
-    yield user
-    await user.close()
 
 
 async def session_keys(url: str) -> list[bytes]:

@@ -30,14 +30,6 @@ pytestmark = pytest.mark.interop
 KEY = "alice@127.0.0.1-bob@127.0.0.1"
 
 
-@pytest.fixture
-async def msrp_user() -> AsyncIterator[MsrpUser]:
-    user = MsrpUser()
-    await user.start()
-    yield user
-    await user.close()
-
-
 def start_gateway(msrp_user: MsrpUser, store_url: str | None, **env: str) -> GatewayProcess:
     settings = {
         "MSRPGW_NODE__ID": "gw-test",

@@ -25,14 +25,6 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-async def msrp_user() -> AsyncIterator[MsrpUser]:
-    user = MsrpUser()
-    await user.start()
-    yield user
-    await user.close()
-
-
-@pytest.fixture
 async def page() -> AsyncIterator[PageUser]:
     user = PageUser()
     await user.start()
