@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "events":
         return _events(args, cfg)
     setup_logging(cfg.log.level, cfg.log.format, cfg.node.id)
-    from gw.node import run_node
+    from gw.node import run_loop, run_node
 
     try:
-        return asyncio.run(run_node(cfg))
+        return run_loop(run_node(cfg), cfg.node.loop)
     except OSError as exc:
         print(f"msrp-gw: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -33,6 +33,7 @@ def _default_node_id() -> str:
 class NodeSection:
     id: str = field(default_factory=_default_node_id)
     state_dir: str = ".msrp-gw"
+    loop: str = "auto"  # auto (uvloop when installed), uvloop, asyncio
 
 
 @dataclass
@@ -186,6 +187,8 @@ class Config:
             raise ConfigError(f"mgmt.listen must be host:port, got {self.mgmt.listen!r}")
         if host.strip("[]") not in ("127.0.0.1", "::1", "localhost") and not self.mgmt.token:
             raise ConfigError("mgmt.token is required when mgmt.listen is not a loopback address")
+        if self.node.loop not in ("auto", "uvloop", "asyncio"):
+            raise ConfigError("node.loop must be auto, uvloop or asyncio")
         if self.log.level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("log.level must be debug, info, warning or error")
 

@@ -9,7 +9,7 @@ import time
 from redis.exceptions import RedisError
 
 from gw.gateway import events as ev
-from gw.gateway.base import ALLOW, LOOP_HEADER, log
+from gw.gateway.base import ALLOW, LOOP_HEADER, TOUCH_INTERVAL, log
 from gw.gateway.lifecycle import Lifecycle
 from gw.gateway.mapping import sip_to_msrp
 from gw.gateway.policy import Decision
@@ -183,7 +183,10 @@ class SessionSide(Lifecycle):
         handle = session.msrp
         self.counters["msrp_messages_in"] += 1
         try:
-            await self.store.touch(session.key, page_message=False, now=time.time())
+            now = time.time()
+            if now - session.touched_msrp >= TOUCH_INTERVAL:
+                await self.store.touch(session.key, page_message=False, now=now)
+                session.touched_msrp = now
         except SessionNotFound:
             with contextlib.suppress(RedisError, OSError):
                 await self._rebuild(session)

@@ -25,6 +25,8 @@ from gw.store.sessions import SessionStore
 
 log = logging.getLogger("gw.gateway")
 
+TOUCH_INTERVAL = 1.0  # seconds between two deadline refreshes of one session, per side
+
 LOOP_HEADER = "X-Msrp-Gw"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE"
 

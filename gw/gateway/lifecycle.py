@@ -73,8 +73,9 @@ class Lifecycle(GatewayBase):
             session.msrp.close(reason)
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
-        for call_id in [c for c, s in self.by_call_id.items() if s is session]:
-            del self.by_call_id[call_id]
+        for call_id in (session.record.call_id, session.invite and session.invite.call_id):
+            if call_id and self.by_call_id.get(call_id) is session:
+                del self.by_call_id[call_id]
         with contextlib.suppress(RedisError, OSError):
             await self.store.delete(session.key, owner=self.settings.node_id)
         self.counters[f"sessions_ended_{reason.split(':')[0].replace(' ', '_')}"] += 1

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from gw.cluster.rpc import NodeUnreachable
 from gw.gateway import events as ev
 from gw.gateway.answer import SessionSide
-from gw.gateway.base import LOOP_HEADER, log
+from gw.gateway.base import LOOP_HEADER, TOUCH_INTERVAL, log
 from gw.gateway.mapping import msrp_to_sip
 from gw.gateway.policy import Decision
 from gw.gateway.session import ACTIVE, ENDING, GwSession, Outcome, PageMessage, Pending
@@ -98,7 +98,12 @@ class PageSide(SessionSide):
         session = self.sessions.get(key)
         if session is not None and session.state != ENDING:
             try:
-                await self.store.touch(key, page_message=True, now=time.time())
+                now = time.time()
+                # Deadlines are hours away: one touch a second per session is exact enough
+                # and keeps Redis off the path of most MESSAGEs in a busy conversation.
+                if now - session.touched_page >= TOUCH_INTERVAL:
+                    await self.store.touch(key, page_message=True, now=now)
+                    session.touched_page = now
             except SessionNotFound:
                 # Redis lost it (restart without persistence): we hold the live session.
                 if not await self._rebuild(session):

@@ -96,6 +96,8 @@ class GwSession:
     peer_types: list[str] = field(default_factory=list)
     setup_task: asyncio.Task[None] | None = None
     trace: bool = False
+    touched_page: float = 0.0  # wall clock of the last deadline refresh, per side
+    touched_msrp: float = 0.0
 
     def enqueue(self, pending: Pending) -> None:
         self.queue.append(pending)

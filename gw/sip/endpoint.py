@@ -15,6 +15,7 @@ import itertools
 import logging
 import secrets
 import ssl
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from gw.sip.transaction import (
     ResponseReceived,
     Send,
     StrayResponse,
+    Terminated,
     TimedOut,
     Timers,
     TransactionLayer,
@@ -152,7 +154,8 @@ class SipEndpoint:
         self._provisional: dict[TxKey, Callable[[Response], None]] = {}
         self._incoming: dict[TxKey, IncomingRequest] = {}
         self._pending_2xx: dict[tuple[str, int], _Pending2xx] = {}
-        self._acks: dict[tuple[str, str, int], Request] = {}  # (call-id, to-tag, cseq) -> ACK
+        # (call-id, to-tag, cseq) -> ACK, oldest first, bounded: resent on 2xx retransmissions.
+        self._acks: OrderedDict[tuple[str, str, int], Request] = OrderedDict()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -383,6 +386,8 @@ class SipEndpoint:
             dest = await self._route(ack)
             self._add_via(ack, dest)
             self._acks[(dialog.call_id, dialog.remote_tag, dialog.invite_seq)] = ack
+            while len(self._acks) > 4096:
+                self._acks.popitem(last=False)
             await self.transports.send(ack, dest)
         except (SipTransportError, SipSyntaxError) as exc:
             log.warning("cannot send ACK: %s", exc)
@@ -552,6 +557,8 @@ class SipEndpoint:
             elif isinstance(event, TransportFailed):
                 self.stats.transport_errors += 1
                 self._resolve(event.key, self._synthetic(event.request, 503, "Transport Error"))
+            elif isinstance(event, Terminated):
+                self._incoming.pop(event.key, None)
             elif isinstance(event, AckTimeout):
                 log.info("no ACK for final response of %s", event.key)
 
@@ -695,17 +702,7 @@ class SipEndpoint:
     def _fire(self) -> None:
         self._timer = None
         self._dispatch(self.layer.on_timer(self.now()))
-        self._forget_finished()
         self._arm()
-
-    def _forget_finished(self) -> None:
-        if len(self._incoming) > 1024:
-            for key in [k for k, v in self._incoming.items() if v.final_sent]:
-                if not self.layer.has(key):
-                    del self._incoming[key]
-        if len(self._acks) > 4096:
-            for ack_key in list(self._acks)[: len(self._acks) // 2]:
-                del self._acks[ack_key]
 
 
 def _as_name_addr(value: NameAddr | str) -> NameAddr:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from gw.sip.message import Request, Response
 from gw.sip.responses import MAGIC_COOKIE, build_ack, build_cancel, build_response, new_branch
@@ -57,12 +58,12 @@ class Address:
         return self.transport.upper() != "UDP"
 
 
-@dataclass(frozen=True, slots=True)
-class TxKey:
+class TxKey(NamedTuple):
     """Transaction identity (§17.1.3, §17.2.3). ACK uses its INVITE's key.
 
     RFC 2543 peers (no magic cookie) get a synthetic `branch` built from the
-    fields that identify their transactions.
+    fields that identify their transactions. A NamedTuple: it is a dict key on
+    every message, and a tuple hashes without building a new tuple each time.
     """
 
     branch: str
