@@ -54,9 +54,8 @@ async def main(count: int = 200, gap: float = 0.02) -> None:
         print(
             f"sent {len(answered)}, 2xx {len(ok)}, non-2xx {len(bad)} {sorted(set(bad.values()))}"
         )
-        print(
-            f"2xx not delivered: {len(ok - delivered)}; non-2xx delivered: {len(set(bad) & delivered)}"
-        )
+        leaked = len(set(bad) & delivered)
+        print(f"2xx not delivered: {len(ok - delivered)}; non-2xx delivered: {leaked}")
         print(f"failover: kill -> first MESSAGE answered 2xx: {first_ok - killed:.2f} s")
 
 
