@@ -68,7 +68,9 @@ def test_quick_benchmark_produces_figures(tmp_path: Path) -> None:
     assert doc["setup"]["probe"]["delivered"] > 0
     points = doc["growth_sessions"]["points"]
     assert [p["sessions"] for p in points] == list(meta["plan"]["growth"])
-    assert all(p["redis_bytes_per_session"] > 0 for p in points)
+    # a hash and a deadline key per session; byte deltas over a few sessions are noise
+    assert all(p["redis_keys"] >= 2 * p["sessions"] for p in points), points
+    assert all(p["node_rss"] > 0 and p["closed_loop_throughput"] > 0 for p in points)
     assert doc["memory"]["traced_bytes_per_session"] > 0
     assert doc["memory"]["top_lines"]
     sizes = doc["growth_size"]["send_to_msg"]
@@ -78,7 +80,7 @@ def test_quick_benchmark_produces_figures(tmp_path: Path) -> None:
 
     headline = doc["headline"]
     assert headline["msg_to_send_1"]["closed_loop_throughput"] > 0
-    assert headline["idle"]["redis_bytes_per_session"] > 0
+    assert headline["idle"]["sessions"] == points[-1]["sessions"]
 
     md = (out / "benchmarks.md").read_text()
     assert "## Headline: targets vs measured" in md
