@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,29 @@ class GatewaySettings:
     msrp_transaction_timeout: float = 30.0
 
 
+class KeyLocks:
+    """One asyncio lock per key, kept only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 class GatewayBase:
     """One node's gateway state; page.py, answer.py and lifecycle.py add behaviour."""
 
@@ -77,6 +100,7 @@ class GatewayBase:
         # The owner answers within its delivery timeout; wait a little longer than that.
         self.forward_timeout = max(forward_timeout, settings.delivery_timeout + 1.0)
         self._creating: dict[str, asyncio.Future[None]] = {}
+        self._key_locks = KeyLocks()
         # Per-session trace switch (config gateway.trace_keys, MI msrp_gw_trace).
         self.traced: set[str] = set()
         self.on_latency: Callable[[str, float], None] | None = None

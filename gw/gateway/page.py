@@ -90,7 +90,6 @@ class PageSide(SessionSide):
             )
 
     async def _route_page(self, page: PageMessage) -> Outcome:
-        me = self.settings.node_id
         key = page.key
         creating = self._creating.get(key)
         if creating is not None:
@@ -110,33 +109,48 @@ class PageSide(SessionSide):
                     session = None
             if session is not None:
                 return await self._deliver_local(session, page)
-        rec = await self.store.get(key)
-        if rec is not None and rec.owner != me:
-            if self.registry is not None and await self.registry.alive(rec.owner):
-                return await self._forward(rec.owner, page)
-            claimed = await self.store.claim(key, expected_owner=rec.owner, new_owner=me)
-            if claimed is None:  # another node took it first: it is the owner now
-                rec2 = await self.store.get(key)
-                if rec2 is not None and rec2.owner != me and page.hops < 2:
-                    return await self._forward(rec2.owner, page)
-                return Outcome(503, "Session Owner Changing")
-            log.info("session taken over from %s", rec.owner, extra={"key": key})
-            self.counters["sessions_taken_over"] += 1
-            await self._publish(
-                ev.SESSION_MOVED,
-                {"key": key, "from_node": rec.owner, "to_node": me, "reason": "owner dead"},
-            )
-            session = self._start_outbound(page, claimed)
-        elif rec is not None:
-            session = self._start_outbound(page, rec)  # ours in Redis, but not in this process
-        else:
-            session = await self._create_outbound(page)
-            if session is None:  # lost a creation race: route to the winner
-                if page.hops >= 2:
-                    return Outcome(503, "Session Create Race")
-                page.hops += 1
-                return await self._route_page(page)
+        # Slow path, one at a time per key on this node: a concurrent MESSAGE or a forwarded
+        # one must find the session this path creates, never start a second leg.
+        async with self._key_locks.hold(key):
+            found = await self._own_or_route(page)
+        if isinstance(found, Outcome):
+            return found
+        if found is None:  # lost a creation race: route to the winner
+            if page.hops >= 2:
+                return Outcome(503, "Session Create Race")
+            page.hops += 1
+            return await self._route_page(page)
+        session = found
         return await self._deliver_local(session, page)
+
+    async def _own_or_route(self, page: PageMessage) -> GwSession | Outcome | None:
+        """Find or make the owned session for the key: forward (Outcome), take it over, or
+        create it (None when another node created it first)."""
+        me, key = self.settings.node_id, page.key
+        session = self.sessions.get(key)
+        if session is not None and session.state != ENDING:
+            return session  # made by the MESSAGE we waited for
+        rec = await self.store.get(key)
+        if rec is None:
+            return await self._create_outbound(page)
+        if rec.owner == me:
+            return self._start_outbound(page, rec)  # ours in Redis, but not in this process
+        if self.registry is not None and await self.registry.alive(rec.owner):
+            return await self._forward(rec.owner, page)
+        claimed = await self.store.claim(key, expected_owner=rec.owner, new_owner=me)
+        if claimed is None:  # another node took it first: it is the owner now
+            rec2 = await self.store.get(key)
+            if rec2 is not None and rec2.owner != me and page.hops < 2:
+                return await self._forward(rec2.owner, page)
+            return Outcome(503, "Session Owner Changing")
+        session = self._start_outbound(page, claimed)  # before any await: forwards find it
+        log.info("session taken over from %s", rec.owner, extra={"key": key})
+        self.counters["sessions_taken_over"] += 1
+        await self._publish(
+            ev.SESSION_MOVED,
+            {"key": key, "from_node": rec.owner, "to_node": me, "reason": "owner dead"},
+        )
+        return session
 
     async def _deliver_local(self, session: GwSession, page: PageMessage) -> Outcome:
         if (
