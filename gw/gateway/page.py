@@ -115,42 +115,45 @@ class PageSide(SessionSide):
             found = await self._own_or_route(page)
         if isinstance(found, Outcome):
             return found
-        if found is None:  # lost a creation race: route to the winner
-            if page.hops >= 2:
-                return Outcome(503, "Session Create Race")
-            page.hops += 1
-            return await self._route_page(page)
-        session = found
-        return await self._deliver_local(session, page)
+        return await self._deliver_local(found, page)
 
-    async def _own_or_route(self, page: PageMessage) -> GwSession | Outcome | None:
-        """Find or make the owned session for the key: forward (Outcome), take it over, or
-        create it (None when another node created it first)."""
+    async def _own_or_route(self, page: PageMessage) -> GwSession | Outcome:
+        """Find or make the owned session for the key, or forward to its live owner. Called
+        under the key's lock; never re-enters `_route_page` (the lock is not reentrant)."""
         me, key = self.settings.node_id, page.key
-        session = self.sessions.get(key)
-        if session is not None and session.state != ENDING:
-            return session  # made by the MESSAGE we waited for
-        rec = await self.store.get(key)
-        if rec is None:
-            return await self._create_outbound(page)
-        if rec.owner == me:
-            return self._start_outbound(page, rec)  # ours in Redis, but not in this process
-        if self.registry is not None and await self.registry.alive(rec.owner):
-            return await self._forward(rec.owner, page)
-        claimed = await self.store.claim(key, expected_owner=rec.owner, new_owner=me)
-        if claimed is None:  # another node took it first: it is the owner now
-            rec2 = await self.store.get(key)
-            if rec2 is not None and rec2.owner != me and page.hops < 2:
-                return await self._forward(rec2.owner, page)
-            return Outcome(503, "Session Owner Changing")
-        session = self._start_outbound(page, claimed)  # before any await: forwards find it
-        log.info("session taken over from %s", rec.owner, extra={"key": key})
-        self.counters["sessions_taken_over"] += 1
-        await self._publish(
-            ev.SESSION_MOVED,
-            {"key": key, "from_node": rec.owner, "to_node": me, "reason": "owner dead"},
-        )
-        return session
+        for attempt in range(3):
+            if attempt:
+                await asyncio.sleep(0.05)
+            session = self.sessions.get(key)
+            if session is not None and session.state != ENDING:
+                return session  # made by the MESSAGE we waited for
+            rec = await self.store.get(key)
+            if rec is None:
+                session = await self._create_outbound(page)
+                if session is not None:
+                    return session
+                continue  # another node created it first: forward to it
+            if rec.owner == me:
+                return self._start_outbound(page, rec)  # ours in Redis, not in this process
+            if self.registry is not None and await self.registry.alive(rec.owner):
+                if page.hops >= 2:
+                    return Outcome(503, "Session Owner Changing")
+                outcome = await self._forward(rec.owner, page)
+                if outcome is not None:
+                    return outcome
+                continue  # its inbox is gone: it is dying; look again
+            claimed = await self.store.claim(key, expected_owner=rec.owner, new_owner=me)
+            if claimed is None:
+                continue  # another node took it first: it is the owner now
+            session = self._start_outbound(page, claimed)  # before any await: forwards find it
+            log.info("session taken over from %s", rec.owner, extra={"key": key})
+            self.counters["sessions_taken_over"] += 1
+            await self._publish(
+                ev.SESSION_MOVED,
+                {"key": key, "from_node": rec.owner, "to_node": me, "reason": "owner dead"},
+            )
+            return session
+        return Outcome(503, "Session Owner Unreachable", [("Retry-After", "1")])
 
     async def _deliver_local(self, session: GwSession, page: PageMessage) -> Outcome:
         if (
@@ -189,8 +192,9 @@ class PageSide(SessionSide):
                 pending.done.set_result(outcome)
             return outcome
 
-    async def _forward(self, owner: str, page: PageMessage) -> Outcome:
-        """Hand the MESSAGE to the owner node and answer with its outcome (ARCHITECTURE §4)."""
+    async def _forward(self, owner: str, page: PageMessage) -> Outcome | None:
+        """Hand the MESSAGE to the owner node and answer with its outcome (ARCHITECTURE §4);
+        None when nobody listens on the owner's inbox (it died: look again)."""
         if self.rpc is None:
             return Outcome(503, "Session Owned Elsewhere")
         self.counters["forwarded_to_owner"] += 1
@@ -200,13 +204,7 @@ class PageSide(SessionSide):
         except NodeUnreachable:
             if self.registry is not None:
                 self.registry.forget(owner)
-            if page.hops >= 2:
-                return Outcome(503, "Session Owner Unreachable")
-            page.hops += 1
-            await asyncio.sleep(0.05)
-            if self.registry is not None and not await self.registry.alive(owner):
-                return await self._route_page(page)
-            return Outcome(503, "Session Owner Unreachable")
+            return None
         except TimeoutError:
             self.counters["forward_timeouts"] += 1
             return Outcome(408, "Owner Did Not Answer")
