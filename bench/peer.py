@@ -32,6 +32,7 @@ import os
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -99,6 +100,7 @@ class Peer:
         # message-id -> start time of our SENDs in flight
         self.inflight: dict[str, float] = {}
         self.on_outcome: Callable[[str, bool, float], None] | None = None  # (id, ok, start)
+        self.failure_codes: Counter[str] = Counter()
 
     async def start(self) -> dict[str, Any]:
         # one port number for UDP and TCP: large MESSAGEs come back over TCP to the same port
@@ -191,6 +193,8 @@ class Peer:
             start = self.inflight.pop(event.message_id, None)
             if start is not None and self.on_outcome is not None:
                 ok = isinstance(event, MessageDelivered)
+                if isinstance(event, MessageFailed):
+                    self.failure_codes[f"{event.code} {event.reason}"] += 1
                 self.on_outcome(event.message_id, ok, start)
         elif isinstance(event, MessageReceived):
             self._sink_event(event)
@@ -290,6 +294,7 @@ class Peer:
         t_meas = 0.0
         idle = asyncio.Event()
         closed_loop = rate <= 0
+        self.failure_codes.clear()
         t_end = 0.0
         last_done = 0.0
 
@@ -362,6 +367,7 @@ class Peer:
             "timeouts": timeouts,
             "duration_s": round(span, 3),
             "throughput": round(ok / span, 1) if span else None,
+            "failure_codes": dict(self.failure_codes),
             "error_ratio": round((failed + timeouts) / sent_in_window, 6)
             if sent_in_window
             else None,
@@ -442,4 +448,10 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # uvloop when installed, like the node: less load-generator CPU on a shared machine
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

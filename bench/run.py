@@ -55,13 +55,14 @@ class Plan:
     probe_users: int = 32
     warm_s: float = 33.0  # open-loop steps: > Timer J (64*T1 = 32 s) before measuring
     warm_s_s2m: float = 6.0  # > Timer K (T4 = 5 s) for the node's MESSAGE transactions
-    measure_s: float = 8.0
+    measure_s: float = 6.0
+    size_s: float = 4.0  # one closed-loop measurement per message size
     bisect_steps: int = 3
     bisect_steps_many: int = 2  # the 1,000-session case starts at the 1-session result
     bisect_steps_setup: int = 2
     many: int = 1000  # "1,000 sessions"
     setup_batch: int = 2000
-    growth: tuple[int, ...] = (10, 100, 1000, 10_000, 100_000)
+    growth: tuple[int, ...] = (10, 1000, 10_000, 100_000)
     memory_sessions: int = 2000
     sizes_peer: tuple[int, ...] = (100, 1024, 10_240, 65_536, 262_144, 1_048_576)
     sizes_sipp: tuple[int, ...] = (100, 1024, 10_240)
@@ -80,6 +81,7 @@ class Plan:
                 warm_s=0.0,
                 warm_s_s2m=0.0,
                 measure_s=1.5,
+                size_s=1.0,
                 bisect_steps=1,
                 bisect_steps_many=1,
                 bisect_steps_setup=1,
@@ -115,6 +117,7 @@ class Ctx:
     notes: list[str] = field(default_factory=list)
     node_seq: int = 0
     previous: dict[str, Any] = field(default_factory=dict)  # --merge: the JSON being updated
+    extra_env: dict[str, str] = field(default_factory=dict)  # --node-env, every node
 
     def section(self, name: str) -> dict[str, Any]:
         """Results of a scenario from this run, else from the JSON being merged into."""
@@ -132,6 +135,7 @@ class Ctx:
         return {
             "MSRPGW_STORE__URL": self.redis.url,
             "MSRPGW_GATEWAY__RURI_REWRITE": f"sip:{{user}}@127.0.0.1:{self.peer.sip_port}",
+            **self.extra_env,
             **extra,
         }
 
@@ -649,6 +653,8 @@ def scenario_growth_sessions(ctx: Ctx) -> None:
                 "node_bytes_per_session": round((rss - base_rss) / target, 1),
                 "closed_loop_throughput": probe["throughput"],
                 "closed_loop_p99_ms": probe["p99_ms"],
+                "closed_loop_failed": probe["failed"],
+                "closed_loop_retransmissions": probe["retransmissions"],
                 "ref_rate": ref_rate,
                 "ref_p50_ms": fixed["p50_ms"],
                 "ref_p99_ms": fixed["p99_ms"],
@@ -770,7 +776,7 @@ def reserve(ctx: Ctx) -> float:
     p = ctx.plan
     s2m = 2 * (p.probe_s + 4 + p.bisect_steps * (p.warm_s_s2m + p.measure_s + 1)) + 20
     setup = p.probe_s + 5 + p.bisect_steps_setup * (p.warm_s + p.measure_s + 5)
-    sizes = (len(p.sizes_peer) + len(p.sizes_sipp)) * (p.probe_s + 0.5)
+    sizes = (len(p.sizes_peer) + len(p.sizes_sipp)) * (p.size_s + 0.5)
     scale = len(p.nodes) * (p.probe_s + 2.5)
     profile = 0.0
     if p.profile:
@@ -809,7 +815,7 @@ def scenario_sizes(ctx: Ctx) -> None:
                 [node],
                 rate=0,
                 concurrency=conc,
-                duration=plan.probe_s,
+                duration=plan.size_s,
                 size=size,
                 sessions=1,
                 success_report=True,
@@ -827,7 +833,7 @@ def scenario_sizes(ctx: Ctx) -> None:
                 [node],
                 [inf],
                 users=8,
-                duration=plan.probe_s,
+                duration=plan.size_s,
                 size=size,
                 transport="t1",
             )
@@ -1150,6 +1156,7 @@ def versions(redis: RedisProc) -> dict[str, str]:
         "sipp": procs.sipp_version(),
         "redis-py": v("redis"),
         "hiredis": v("hiredis"),
+        "uvloop": v("uvloop"),
         "tcpdump": tver,
         "py-spy": v("py-spy"),
         "matplotlib": v("matplotlib"),
@@ -1175,12 +1182,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-profile", dest="profile", action="store_false")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, captures)")
     ap.add_argument(
+        "--node-env",
+        action="append",
+        default=[],
+        metavar="MSRPGW_SECTION__KEY=VALUE",
+        help="extra config for every node (repeatable), e.g. MSRPGW_NODE__LOOP=asyncio",
+    )
+    ap.add_argument(
         "--merge",
         action="store_true",
         help="with --only: update those sections of the existing OUT/benchmarks.json",
     )
     args = ap.parse_args(argv)
 
+    node_env: dict[str, str] = {}
+    for item in args.node_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("MSRPGW_"):
+            ap.error(f"--node-env wants MSRPGW_SECTION__KEY=VALUE, got {item!r}")
+        node_env[key] = value
     plan = Plan.make(args.quick, args.profile, args.max_sessions)
     out = (
         Path(args.out)
@@ -1196,6 +1216,7 @@ def main(argv: list[str] | None = None) -> int:
     redis.start()
     peer = PeerProc(work)
     ctx = Ctx(plan=plan, work=work, out=out, redis=redis, peer=peer, t_start=t_start)
+    ctx.extra_env = node_env
     if args.merge and (out / "benchmarks.json").exists():
         ctx.previous = json.loads((out / "benchmarks.json").read_text())
     ctx.commands["suite"] = "python -m bench.run" + (
@@ -1213,6 +1234,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(redis),
         "targets": TARGETS,
         "plan": {k: v for k, v in plan.__dict__.items()},
+        "node_env": ctx.extra_env,
     }
     ok = True
     scenarios = [
