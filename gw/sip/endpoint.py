@@ -156,7 +156,10 @@ class SipEndpoint:
         self._pending_2xx: dict[tuple[str, int], _Pending2xx] = {}
         # (call-id, to-tag, cseq) -> ACK, oldest first, bounded: resent on 2xx retransmissions.
         self._acks: OrderedDict[tuple[str, str, int], Request] = OrderedDict()
-        self._timer: asyncio.TimerHandle | None = None
+        # The handle and its deadline: uvloop's call_at returns a plain Handle (no `when()`)
+        # for a deadline already past, so the deadline is kept beside it.
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -694,10 +697,11 @@ class SipEndpoint:
                 self._timer = None
             return
         if self._timer is not None:
-            if self._timer.when() <= deadline:
+            if self._timer_at <= deadline:
                 return
             self._timer.cancel()
         self._timer = self._loop.call_at(deadline, self._fire)
+        self._timer_at = deadline
 
     def _fire(self) -> None:
         self._timer = None

@@ -291,3 +291,31 @@ async def test_malformed_request_gets_400_and_endpoint_keeps_serving(
     assert b"CSeq Method Mismatch" in data
     assert peer.seen == []
     assert uas.stats.parse_errors == 1
+
+
+def test_timer_rearm_with_a_past_deadline_under_uvloop() -> None:
+    """uvloop's call_at returns a plain Handle (no `when()`) for a deadline already past;
+    re-arming then must not raise (it once dropped the message being handled)."""
+    import uvloop
+
+    async def main() -> int:
+        ep = SipEndpoint(EndpointConfig())
+        await ep.start([ListenSpec("UDP", "127.0.0.1", 0)])
+        fired = 0
+        real_on_timer = ep.layer.on_timer
+
+        def on_timer(now: float) -> list[object]:
+            nonlocal fired
+            fired += 1
+            return real_on_timer(now)  # type: ignore[return-value]
+
+        ep.layer.next_deadline = lambda: ep.now() - 1.0  # type: ignore[method-assign]
+        ep.layer.on_timer = on_timer  # type: ignore[assignment,method-assign]
+        ep._arm()
+        ep._arm()  # a handle for a past deadline exists: compare, don't call when()
+        await asyncio.sleep(0.01)
+        ep.layer.next_deadline = lambda: None  # type: ignore[method-assign]
+        await ep.close()
+        return fired
+
+    assert uvloop.run(main()) >= 1
