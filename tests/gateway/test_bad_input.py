@@ -274,14 +274,6 @@ class EventWatch:
 
 # -- fixtures -----------------------------------------------------------------------------------
 @pytest.fixture
-async def page() -> AsyncIterator[PageUser]:
-    user = PageUser()
-    await user.start()
-    yield user
-    await user.close()
-
-
-@pytest.fixture
 async def good() -> AsyncIterator[MsrpUser]:
     """A well-behaved session-mode user, for the 'still serving' check."""
     user = MsrpUser()
@@ -297,14 +289,6 @@ async def peer() -> AsyncIterator[MsrpUser]:
     await user.start()
     yield user
     await user.close()
-
-
-@pytest.fixture
-async def events(redis_server: RedisServer) -> AsyncIterator[EventWatch]:
-    watch = EventWatch(redis_server.url)
-    await watch.start()
-    yield watch
-    await watch.close()
 
 
 @pytest.fixture

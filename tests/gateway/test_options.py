@@ -25,22 +25,6 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-async def page() -> AsyncIterator[PageUser]:
-    user = PageUser()
-    await user.start()
-    yield user
-    await user.close()
-
-
-@pytest.fixture
-async def events(redis_server: RedisServer) -> AsyncIterator[EventWatch]:
-    watch = EventWatch(redis_server.url)
-    await watch.start()
-    yield watch
-    await watch.close()
-
-
-@pytest.fixture
 async def gateway(
     redis_server: RedisServer, msrp_user: MsrpUser, page: PageUser
 ) -> AsyncIterator[Callable[..., GatewayProcess]]:
