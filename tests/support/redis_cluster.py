@@ -221,6 +221,10 @@ class LocalCluster:
         new_addr = f"{HOST}:{server.port}"
         self._cli("--cluster", "add-node", new_addr, self.addresses[source])
         self.wait_known()
+        # redis-cli refuses to reshard until every node's view agrees ("Nodes don't agree
+        # about configuration"); gossip takes a moment after add-node, so wait for that.
+        self.wait_stable()
+        self.wait_agreed()
         self._cli(
             "--cluster", "reshard", self.addresses[source],
             "--cluster-from", self.node_id(source),
@@ -230,6 +234,20 @@ class LocalCluster:
         )  # fmt: skip
         self.wait_stable()
         return server
+
+    def wait_agreed(self, timeout: float = 30.0) -> None:
+        """Until `redis-cli --cluster check` passes (the same test reshard makes first)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = subprocess.run(
+                [self.cli, "--cluster", "check", self.addresses[0]],
+                capture_output=True, text=True, timeout=timeout, check=False,
+            )  # fmt: skip
+            if proc.returncode == 0 and "[ERR]" not in proc.stdout:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster check never passed:\n{proc.stdout}{proc.stderr}")
+            time.sleep(0.1)
 
     def wait_known(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
