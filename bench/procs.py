@@ -65,6 +65,23 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def session_cpu_seconds(sid: int) -> float:
+    """user+system CPU of every live process in session `sid` (a forking server such as
+    Kamailio, started with start_new_session=True, so sid = its main pid)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if int(parts[3]) == sid:  # field 6 (session) after the comm field
+            total += (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of all CPUs, from /proc/stat."""
     with open("/proc/stat") as f:

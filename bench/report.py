@@ -631,32 +631,40 @@ def markdown(doc: dict[str, Any], chart_files: list[str]) -> str:
     so = doc.get("scale_out")
     if so:
         add("## 5. Scale-out (1, 2, 3 nodes on this machine)\n")
+        add(f"Method: {so.get('method', '')}.\n")
         add(
-            "Nodes share one Redis; each is fed directly by its own SIPp (closed loop, "
-            f"{plan['probe_users']} in flight per node) on its own 10 sessions; "
-            "there is no Kamailio "
-            "dispatcher in front yet. With 2 cores shared by the nodes, Redis, SIPp and the MSRP "
-            "load endpoint, the ratio shows contention on this machine, not the scaling of the "
+            "With 2 cores shared by the nodes, Redis, Kamailio, SIPp and the MSRP load "
+            "endpoint, the ratio shows contention on this machine, not the scaling of the "
             "design: each extra node competes for the same cores.\n"
         )
-        add(
-            _table(
-                ["nodes", "msg/s", "ratio vs 1", "errors", "p50 ms", "p99 ms", "machine busy"],
+
+        def scale_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+            return [
                 [
-                    [
-                        r["nodes"],
-                        r["throughput"],
-                        r.get("ratio_vs_one"),
-                        r["error_ratio"],
-                        r["p50_ms"],
-                        r["p99_ms"],
-                        f"{r['machine_busy'] * 100:.0f} %",
-                    ]
-                    for r in so["rows"]
-                ],
-            )
-        )
+                    r["nodes"],
+                    r["throughput"],
+                    r.get("ratio_vs_one"),
+                    r["error_ratio"],
+                    r["p50_ms"],
+                    r["p99_ms"],
+                    r.get("owners", "-"),
+                    r.get("kamailio_cpu_s", "-"),
+                    f"{r['machine_busy'] * 100:.0f} %",
+                ]
+                for r in rows
+            ]
+
+        head = ["nodes", "msg/s", "ratio vs 1", "errors", "p50 ms", "p99 ms"]
+        head += ["sessions per node", "Kamailio CPU s", "machine busy"]
+        front = so["rows"] and so["rows"][0].get("front")
+        if front:
+            add("**Behind the Kamailio dispatcher**\n")
+        add(_table(head, scale_rows(so["rows"])))
         add("")
+        if so.get("direct"):
+            add("**Direct** (each node fed by its own SIPp, no proxy)\n")
+            add(_table(head, scale_rows(so["direct"])))
+            add("")
         if "bench-scale-out.png" in chart_files:
             add("![scale-out](bench-scale-out.png)\n")
     gz = doc.get("growth_size")

@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -234,24 +235,29 @@ def m2s(
     transport: str = "u1",
     calls: int | None = None,
     capture: bool = True,
+    front: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
-    """MESSAGE -> SEND: one SIPp UAC per node (in parallel), figures merged. With `warmup`,
-    figures cover only the last `duration - warmup` seconds (steady state)."""
+    """MESSAGE -> SEND: one SIPp UAC per node (in parallel), figures merged; or, with
+    `front` (a SIP proxy such as the Kamailio dispatcher), one SIPp UAC sending to it. With
+    `warmup`, figures cover only the last `duration - warmup` seconds (steady state)."""
     body = ("x" * (size - 2)) if size > 2 else "x"
-    runs: list[procs.SippRun | None] = [None] * len(nodes)
+    kind = "tcp" if transport.startswith("t") else "udp"
+    targets = [front] if front else [n.sip(kind) for n in nodes]
+    if front:
+        infs = infs[:1]
+    runs: list[procs.SippRun | None] = [None] * len(targets)
     caps: list[wire.Capture | None] = []
     use_wire = capture and transport == "u1" and wire.tcpdump_binary() is not None
-    for i, n in enumerate(nodes):
+    for i, target in enumerate(targets):
         path = ctx.work / f"cap-{time.monotonic_ns()}-{i}.pcap"
-        caps.append(wire.Capture(path, n.sip()[1]) if use_wire else None)
+        caps.append(wire.Capture(path, target[1]) if use_wire else None)
 
     def go(i: int) -> None:
-        node = nodes[i]
-        per_node_rate = None if rate is None else rate / len(nodes)
+        per_node_rate = None if rate is None else rate / len(targets)
         count = calls or (int(per_node_rate * duration) if per_node_rate else 10_000_000)
         runs[i] = run_sipp_uac(
             ctx.work,
-            node.sip("tcp" if transport.startswith("t") else "udp"),
+            targets[i],
             infs[i],
             calls=count,
             rate=per_node_rate,
@@ -266,7 +272,7 @@ def m2s(
         )
 
     with Meter(ctx, nodes, skip=warmup) as meter:
-        threads = [threading.Thread(target=go, args=(i,)) for i in range(len(nodes))]
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(len(targets))]
         for t in threads:
             t.start()
         meter.mark_after_warmup()
@@ -277,7 +283,7 @@ def m2s(
     for i, cap in enumerate(caps):
         if cap is not None:
             cap.stop()
-            wire_rtts += wire.response_times(cap.path, nodes[i].sip()[1], warmup=warmup)
+            wire_rtts += wire.response_times(cap.path, targets[i][1], warmup=warmup)
             with contextlib.suppress(OSError):
                 cap.path.unlink()
     ok = failed = retrans = unfinished = 0
@@ -305,6 +311,7 @@ def m2s(
         "offered_rate": rate,
         "users": users,
         "nodes": len(nodes),
+        "front": "kamailio dispatcher" if front else None,
         "size": size,
         "transport": transport,
         "warmup_s": warmup,
@@ -844,14 +851,33 @@ def scenario_sizes(ctx: Ctx) -> None:
 
 
 def scenario_scale_out(ctx: Ctx) -> None:
-    """5: 1/2/3 nodes on one Redis, each fed directly by its own SIPp (no dispatcher)."""
+    """5: 1/2/3 nodes on one Redis behind the Kamailio dispatcher (deploy/kamailio, the
+    compose entry point), one SIPp sending to it; and, for comparison, the same nodes each
+    fed directly by its own SIPp (what the nodes do without the proxy's cost)."""
     plan = ctx.plan
-    rows = []
+    rows: list[dict[str, Any]] = []
+    direct: list[dict[str, Any]] = []
+    kam_ok = shutil.which("kamailio") or os.path.exists("/usr/sbin/kamailio")
+    if not kam_ok:
+        ctx.notes.append("kamailio not installed: scale-out without the dispatcher only")
     for count in plan.nodes:
-        if ctx.left() < plan.probe_s + 15:
+        if ctx.left() < 2 * plan.probe_s + 30:
             ctx.log(f"  skip {count} nodes: out of time")
             continue
         ctx.log(f"scale-out: {count} node(s)")
+        if kam_ok:
+            with dispatcher_front(ctx, count) as (front, nodes, kam_pid):
+                inf = write_inf(ctx.work / f"scale-d{count}.csv", keys(f"d{count}x", 10 * count))
+                m2s(ctx, nodes, [inf], users=min(32, 10 * count), calls=10 * count,
+                    duration=30, capture=False, front=front)  # fmt: skip
+                c0 = procs.session_cpu_seconds(kam_pid)
+                r = m2s(ctx, nodes, [inf], users=plan.probe_users * count,
+                        duration=plan.probe_s, front=front)  # fmt: skip
+                r["kamailio_cpu_s"] = round(procs.session_cpu_seconds(kam_pid) - c0, 3)
+                r["owners"] = owners(ctx, nodes)
+                rows.append(r)
+                ctx.log(f"  {count} node(s) behind kamailio: {r['throughput']}/s p99 "
+                        f"{r['p99_ms']} ms, sessions per node {r['owners']}")  # fmt: skip
         with ctx.nodes(count) as nodes:
             infs = []
             for i, n in enumerate(nodes):
@@ -859,16 +885,81 @@ def scenario_scale_out(ctx: Ctx) -> None:
                 establish(ctx, n, inf, 10)
                 infs.append(inf)
             r = m2s(ctx, nodes, infs, users=plan.probe_users, duration=plan.probe_s)
-            rows.append(r)
-            ctx.log(f"  {count} node(s): {r['throughput']}/s p99 {r['p99_ms']} ms")
-    one = rows[0]["throughput"] if rows and rows[0]["throughput"] else None
-    for r in rows:
-        r["ratio_vs_one"] = round(r["throughput"] / one, 2) if one and r["throughput"] else None
+            direct.append(r)
+            ctx.log(f"  {count} node(s) direct: {r['throughput']}/s p99 {r['p99_ms']} ms")
+    for group in (rows, direct):
+        one = group[0]["throughput"] if group and group[0]["throughput"] else None
+        for r in group:
+            r["ratio_vs_one"] = round(r["throughput"] / one, 2) if one and r["throughput"] else None
     ctx.results["scale_out"] = {
-        "rows": rows,
-        "method": "closed loop (SIPp -users) per node, 10 sessions per node, nodes fed "
-        "directly round-robin by one SIPp each (no Kamailio dispatcher yet)",
+        "rows": rows or direct,
+        "direct": direct if rows else [],
+        "method": (
+            f"closed loop (SIPp -users, {plan.probe_users} in flight per node) into Kamailio "
+            "running deploy/kamailio/msrpgw-dispatch.cfg (dispatcher algorithm 7: hash of "
+            "From/To, so each conversation sticks to one node), 10 sessions per node set up "
+            "through it; 'direct' rows: each node fed by its own SIPp, no proxy"
+            if rows
+            else "closed loop (SIPp -users) per node, 10 sessions per node, each node fed "
+            "directly by its own SIPp (kamailio not installed)"
+        ),
     }
+
+
+def owners(ctx: Ctx, nodes: list[NodeProc]) -> list[int]:
+    """Sessions per node, from the store (the dispatcher's spread, as the nodes saw it)."""
+    from gw.store.keys import KeySpace
+
+    counts = Counter[str]()
+    r = ctx.redis.client()
+    for key in r.scan_iter(match=KeySpace().session_pattern(), count=1000):
+        owner = r.hget(key, "owner")
+        if isinstance(owner, bytes):
+            counts[owner.decode()] += 1
+    return [counts.get(n.name, 0) for n in nodes]
+
+
+@contextlib.contextmanager
+def dispatcher_front(ctx: Ctx, count: int) -> Iterator[tuple[tuple[str, int], list[NodeProc], int]]:
+    """Kamailio from deploy/kamailio (loopback template + the compose routing file) with a
+    dispatcher list naming `count` nodes on 127.0.0.2.. (free ports), and the nodes."""
+    from tests.support.kamailio import Kamailio
+    from tests.support.ports import free_port
+
+    deploy = ROOT / "deploy" / "kamailio"
+    hosts = [f"127.0.0.{i + 2}" for i in range(count)]
+    addrs = [(h, free_port(socket.SOCK_DGRAM, h)) for h in hosts]
+    ds_list = ctx.work / f"dispatcher-{count}.list"
+    ds_list.write_text("".join(f"1 sip:{h}:{p} 0 0 duid=n{i}\n" for i, (h, p) in enumerate(addrs)))
+    kam = Kamailio(
+        deploy / "kamailio-loopback.cfg.in",
+        {"DS_LIST": str(ds_list), "DISPATCH_CFG": str(deploy / "msrpgw-dispatch.cfg")},
+        udp_ports=("SIP_PORT",),
+        tcp_ports=("SIP_PORT",),
+    )  # fmt: skip
+    kam.values["CTL_SOCKET"] = f"unix:{kam.workdir / 'ctl'}"
+    started: list[NodeProc] = []
+    try:
+        kam.start()
+        ctx.commands.setdefault("kamailio", f"kamailio -f {kam.config} (from {kam.template})")
+        for h, p in addrs:
+            ctx.node_seq += 1
+            n = NodeProc(
+                ctx.work,
+                f"gw{ctx.node_seq}",
+                ctx.node_env(
+                    MSRPGW_SIP__LISTEN=f"udp:{h}:{p},tcp:{h}:{p}",
+                    MSRPGW_MSRP__LISTEN=f"msrp://{h}:0;tcp",
+                ),
+            )
+            n.start()
+            started.append(n)
+        assert kam.proc is not None
+        yield ("127.0.0.1", kam.port("SIP_PORT")), started, kam.proc.pid
+    finally:
+        for n in started:
+            n.stop()
+        kam.close()
 
 
 def scenario_profile(ctx: Ctx) -> None:

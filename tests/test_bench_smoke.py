@@ -32,6 +32,7 @@ def _need(binary: str, package: str) -> None:
 def test_quick_benchmark_produces_figures(tmp_path: Path) -> None:
     _need("sipp", "sip-tester")
     _need("redis-server", "redis-server")
+    _need("kamailio", "kamailio")
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", "--quick", "--out", str(out)],
@@ -76,7 +77,12 @@ def test_quick_benchmark_produces_figures(tmp_path: Path) -> None:
     sizes = doc["growth_size"]["send_to_msg"]
     assert [r["size"] for r in sizes] == list(meta["plan"]["sizes_peer"])
     assert all(r["delivered"] > 0 and r["error_ratio"] == 0 for r in sizes), sizes
-    assert [r["nodes"] for r in doc["scale_out"]["rows"]] == list(meta["plan"]["nodes"])
+    scale = doc["scale_out"]
+    assert [r["nodes"] for r in scale["rows"]] == list(meta["plan"]["nodes"])
+    # behind the Kamailio dispatcher: every node got sessions, all MESSAGEs answered
+    assert all(r["front"] == "kamailio dispatcher" for r in scale["rows"]), scale["rows"]
+    assert all(min(r["owners"]) > 0 and r["error_ratio"] == 0 for r in scale["rows"])
+    assert [r["nodes"] for r in scale["direct"]] == list(meta["plan"]["nodes"])
 
     headline = doc["headline"]
     assert headline["msg_to_send_1"]["closed_loop_throughput"] > 0
