@@ -132,6 +132,17 @@ class SessionStore:
         raw = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.session(key)))
         return decode_record(key, raw) if raw else None
 
+    async def existing(self, keys: Sequence[str]) -> list[bool]:
+        """Which of `keys` still have a session hash: one pipelined round trip (one per
+        primary on a cluster), for owners checking their live sessions after a restart."""
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(self.keys.session(key))
+            found = await pipe.execute()
+        return [bool(x) for x in found]
+
     async def touch(self, key: str, *, page_message: bool, now: float) -> None:
         """Record activity (page-mode MESSAGE or MSRP SEND) and push the deadline: one EVALSHA.
         Raises SessionNotFound when the session is gone."""

@@ -64,6 +64,16 @@ async def test_create_get_round_trip_all_field_types(redis: Redis, key_prefix: s
     assert raw[b"epoch"] == b"3"
 
 
+async def test_existing_answers_per_key_in_order(redis: Redis, key_prefix: str) -> None:
+    store = make_store(redis, key_prefix)
+    assert await store.existing([]) == []
+    assert await store.create(SessionRecord(key="a"))
+    assert await store.create(SessionRecord(key="c"))
+    assert await store.existing(["a", "b", "c", "a"]) == [True, False, True, True]
+    await store.delete("a")
+    assert await store.existing(["a", "c"]) == [False, True]
+
+
 async def test_create_fills_timestamps_and_defaults(redis: Redis, key_prefix: str) -> None:
     store = make_store(redis, key_prefix)
     record = SessionRecord(key="k")
