@@ -118,8 +118,13 @@ class MsrpConnection:
         self._ready_set: set[str] = set()
         self._touched: dict[str, MsrpSession] = {}
         self._events: list[ConnectionEvent] = []
+        # Transaction id -> session, for routing responses. An entry is dropped when
+        # its response comes, else after at least its session's transaction timeout + 1 s:
+        # two generations, the older dropped at each rotation (no per-entry expiry list).
         self._tids: dict[str, MsrpSession] = {}
-        self._tid_expiry: deque[tuple[float, str]] = deque()
+        self._tids_old: dict[str, MsrpSession] = {}
+        self._tid_period = 0.0  # the longest transaction timeout + 1 s seen
+        self._tid_rotate_at: float | None = None  # when _tids becomes _tids_old
         self._timers: list[tuple[float, int, str]] = []
         self._scheduled: dict[str, float] = {}
         self._seq = itertools.count()
@@ -128,6 +133,14 @@ class MsrpConnection:
     @property
     def sessions(self) -> list[MsrpSession]:
         return list(self._sessions.values())
+
+    def has_output(self) -> bool:
+        """Whether `data_to_send` may have something (cheap; it may still return b"")."""
+        return bool(self._control or self._ready)
+
+    def has_events(self) -> bool:
+        """Whether `events` or `touched` would return anything."""
+        return bool(self._events or self._touched)
 
     def events(self) -> list[ConnectionEvent]:
         """Take the connection-level events reported since the last call."""
@@ -221,6 +234,8 @@ class MsrpConnection:
 
     def _route_response(self, frame: Frame, now: float) -> bool:
         session = self._tids.pop(frame.tid, None)
+        if session is None:
+            session = self._tids_old.pop(frame.tid, None)
         if session is None or session.connection is not self:
             return False
         if not session.handle_response(frame, now):
@@ -278,17 +293,30 @@ class MsrpConnection:
             for frame in session.pull(now, min(budget, _QUANTUM)):
                 if frame.method == "SEND" and frame.header("Failure-Report") != "no":
                     self._tids[frame.tid] = session
-                    expiry = now + session.transaction_timeout + 1.0
-                    self._tid_expiry.append((expiry, frame.tid))
+                    period = session.transaction_timeout + 1.0
+                    if period > self._tid_period:
+                        self._tid_period = period
+                        self._tid_rotate_at = now + period
+                    elif self._tid_rotate_at is None:
+                        self._tid_rotate_at = now + period
                 out.append(frame)
                 budget -= len(frame.body) + _OVERHEAD
             self.wake(session)
         return out
 
     def _purge_tids(self, now: float) -> None:
-        expiry = self._tid_expiry
-        while expiry and expiry[0][0] <= now:
-            self._tids.pop(expiry.popleft()[1], None)
+        """Rotate the generations: an entry is at least one full period old when its
+        generation is dropped (a period covers every session's timeout + 1 s)."""
+        rotate_at = self._tid_rotate_at
+        if rotate_at is None or now < rotate_at:
+            return
+        if now >= rotate_at + self._tid_period:  # two periods passed: all are old enough
+            self._tids_old = {}
+            self._tids = {}
+        else:
+            self._tids_old = self._tids
+            self._tids = {}
+        self._tid_rotate_at = now + self._tid_period if self._tids_old else None
 
     # -- time and end ------------------------------------------------------------
     def next_deadline(self) -> float | None:

@@ -64,7 +64,14 @@ class MsrpSessionError(Exception):
 
 
 class Link(asyncio.Protocol):
-    """One TCP/TLS connection driving one `MsrpConnection` core."""
+    """One TCP/TLS connection driving one `MsrpConnection` core.
+
+    Output is coalesced: `kick` only marks the link dirty and schedules one `_flush`
+    (write what the core has, hand its events out, re-arm its timer) for the next
+    pass of the event loop, however many sends, responses and reports asked for it in
+    this one. Frames leave in the core's order, in as few writes as possible. Input is
+    handed out at once: events of received data do not wait for the flush.
+    """
 
     def __init__(
         self, endpoint: MsrpEndpoint, *, outbound: bool, key: _Key | None, keep_open: bool = False
@@ -84,13 +91,15 @@ class Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self._paused = False
+        self._dirty = False  # a _flush is scheduled
+        self._peername: Any = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._relay: _RelayBinding | None = None
 
     @property
     def peername(self) -> Any:
-        return None if self.transport is None else self.transport.get_extra_info("peername")
+        return self._peername
 
     @property
     def keep_open(self) -> bool:
@@ -113,14 +122,16 @@ class Link(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self._peername = transport.get_extra_info("peername")
         self.endpoint._links.add(self)
         self.kick()
 
     def data_received(self, data: bytes) -> None:
         tracer = self.endpoint.tracer
         if tracer is not None:
-            tracer("in", data, self.peername)
+            tracer("in", data, self._peername)
         self.core.receive_data(data, self.loop.time())
+        self._dispatch()
         self.kick()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -143,28 +154,41 @@ class Link(asyncio.Protocol):
 
     # -- driving the core ----------------------------------------------------------
     def kick(self) -> None:
-        """Write what the core has, hand its events out, re-arm its timer."""
+        """Have the core's output written, its events handed out and its timer re-armed,
+        once, in the next pass of the event loop (see the class docstring)."""
+        if self._dirty or self.transport is None or self.lost.done():
+            return  # scheduled already; or connection_made will; or nothing left to do
+        self._dirty = True
+        self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._dirty = False
         transport = self.transport
         if transport is None or self.lost.done():
             return
+        core = self.core
         now = self.loop.time()
-        while not self._paused and not transport.is_closing():
-            data = self.core.data_to_send(now)
+        while core.has_output() and not self._paused and not transport.is_closing():
+            data = core.data_to_send(now)
             if not data:
                 break
-            if self.endpoint.tracer is not None:
-                self.endpoint.tracer("out", data, self.peername)
+            tracer = self.endpoint.tracer
+            if tracer is not None:
+                tracer("out", data, self._peername)
             transport.write(data)
         self._dispatch()
-        if self.core.closed:
+        if core.closed:
             transport.close()
             return
-        deadline = self.core.next_deadline()
-        if deadline != self._timer_at:
+        # The timer may go off early (a transaction answered, its deadline gone): that
+        # costs one spurious `on_timer`, and saves a cancel and re-arm per message.
+        # It never goes off late: an earlier deadline re-arms it.
+        deadline = core.next_deadline()
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = deadline
-            self._timer = None if deadline is None else self.loop.call_at(deadline, self._fire)
+            self._timer = self.loop.call_at(deadline, self._fire)
 
     def _fire(self) -> None:
         self._timer = self._timer_at = None
@@ -172,10 +196,14 @@ class Link(asyncio.Protocol):
         self.kick()
 
     def _dispatch(self) -> None:
-        for event in self.core.events():
+        core = self.core
+        if not core.has_events():
+            return
+        for event in core.events():
             self.endpoint._connection_event(self, event)
-        for session in self.core.touched():
-            handle = self.endpoint._handles.get(session.session_id)
+        handles = self.endpoint._handles
+        for session in core.touched():
+            handle = handles.get(session.session_id)
             if handle is not None:
                 handle._pump()
 
@@ -282,7 +310,26 @@ class _RelayBinding:
 
 
 class Session:
-    """Asyncio handle of one MSRP session; create it with `MsrpEndpoint.create_session`."""
+    """Asyncio handle of one MSRP session; create it with `MsrpEndpoint.create_session`.
+
+    Its event queue, outcome waiters and bind event are created when first needed:
+    with an `on_event` callback (the gateway's way) and no one waiting, an idle
+    session holds none of them.
+    """
+
+    __slots__ = (
+        "_bound",
+        "_internal",
+        "_on_event",
+        "_queue",
+        "_relay",
+        "_waiters",
+        "core",
+        "endpoint",
+        "link",
+        "role",
+        "use_path",
+    )
 
     def __init__(
         self,
@@ -300,10 +347,10 @@ class Session:
         self.link: Link | None = None
         self._relay = relay
         self._on_event = on_event
-        self._queue: asyncio.Queue[SessionEvent] = asyncio.Queue()
-        self._waiters: dict[str, asyncio.Future[Outcome]] = {}
-        self._internal: set[str] = set()  # our own empty SENDs: outcomes not surfaced
-        self._bound = asyncio.Event()
+        self._queue: asyncio.Queue[SessionEvent] | None = None  # without on_event
+        self._waiters: dict[str, asyncio.Future[Outcome]] | None = None
+        self._internal: set[str] | None = None  # our own empty SENDs: outcomes not surfaced
+        self._bound: asyncio.Event | None = None  # a passive `connect` waiting
 
     @property
     def local_uri(self) -> MsrpUri:
@@ -335,6 +382,8 @@ class Session:
         if self.core.closed:
             raise MsrpSessionError(481, "session closed")
         if self.core.connection is None and self.role == "passive":
+            if self._bound is None:
+                self._bound = asyncio.Event()
             await asyncio.wait_for(self._bound.wait(), timeout)
             return
         if self.core.connection is not None:
@@ -353,6 +402,8 @@ class Session:
         empty = link.core.attach(self.core, link.loop.time())
         self._bind(link)
         if empty is not None:
+            if self._internal is None:
+                self._internal = set()
             self._internal.add(empty.message_id)
             link.kick()
             outcome = await asyncio.wait_for(self._outcome(empty), timeout)
@@ -419,12 +470,13 @@ class Session:
         return done
 
     async def next_event(self) -> SessionEvent:
-        return await self._queue.get()
+        return await self._event_queue().get()
 
     async def events(self) -> AsyncIterator[SessionEvent]:
         """Events until (and including) `SessionClosed`."""
+        queue = self._event_queue()
         while True:
-            event = await self._queue.get()
+            event = await queue.get()
             yield event
             if isinstance(event, SessionClosed):
                 return
@@ -443,9 +495,15 @@ class Session:
         self._pump()
 
     # -- internals -----------------------------------------------------------------
+    def _event_queue(self) -> asyncio.Queue[SessionEvent]:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        return self._queue
+
     def _bind(self, link: Link) -> None:
         self.link = link
-        self._bound.set()
+        if self._bound is not None:
+            self._bound.set()
 
     def _wake(self) -> None:
         link = self.link
@@ -458,6 +516,8 @@ class Session:
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         if msg.outcome is not None:
             fut.set_result(msg.outcome)
+        elif self._waiters is None:
+            self._waiters = {msg.message_id: fut}
         else:
             self._waiters[msg.message_id] = fut
         return fut
@@ -465,18 +525,25 @@ class Session:
     def _pump(self) -> None:
         for event in self.core.events():
             if isinstance(event, _OUTCOMES):
-                fut = self._waiters.pop(event.message_id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(event)
-                if event.message_id in self._internal:
-                    self._internal.discard(event.message_id)
+                waiters = self._waiters
+                if waiters is not None:
+                    fut = waiters.pop(event.message_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(event)
+                    if not waiters:
+                        self._waiters = None
+                internal = self._internal
+                if internal is not None and event.message_id in internal:
+                    internal.discard(event.message_id)
+                    if not internal:
+                        self._internal = None
                     continue
             if isinstance(event, SessionClosed):
                 self.endpoint._forget(self)
             if self._on_event is not None:
                 self._on_event(event)
             else:
-                self._queue.put_nowait(event)
+                self._event_queue().put_nowait(event)
 
 
 class MsrpEndpoint:

@@ -52,13 +52,33 @@ _STATUS_RE = re.compile(rb"([0-9]{3})(?: (.*))?", re.S)
 _METHOD_RE = re.compile(rb"[A-Z]+")
 _TOKEN = r"[!#$%&'*+\-.0-9A-Z^_`a-z|~]+"
 _NAME_RE = re.compile(_TOKEN)
-_HEADER_RE = re.compile(rb"(" + _TOKEN.encode() + rb"):[ \t]*(.*?)[ \t]*", re.S)
+_NAME_BYTES_RE = re.compile(_TOKEN.encode())
 _CTL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _BYTE_RANGE_RE = re.compile(r"([0-9]{1,19})-([0-9]{1,19}|\*)/([0-9]{1,19}|\*)")
 _MSRP_SP = b"MSRP "
 _FLAG_BYTES = FLAGS.encode()
-_PATHS = ("To-Path", "From-Path")
 _STEP = 8192  # input is appended in steps this big, bounding the buffer overshoot
+_KNOWN = (
+    "To-Path",
+    "From-Path",
+    "Message-ID",
+    "Byte-Range",
+    "Content-Type",
+    "Success-Report",
+    "Failure-Report",
+    "Status",
+    "Use-Path",
+    "Expires",
+    "Min-Expires",
+    "Max-Expires",
+    "Authorization",
+    "WWW-Authenticate",
+    "Authentication-Info",
+)
+LOWER_NAMES = {name: name.lower() for name in _KNOWN}
+"""Lower-case forms of the usual header names, as spelled in RFC 4975/4976: a dict
+look-up instead of `str.lower` on the hot paths (names not in it: `str.lower`)."""
+_NAMES_BY_BYTES = {name.encode(): name for name in _KNOWN}  # the parser shares these
 
 
 @dataclass(slots=True)
@@ -76,9 +96,6 @@ class Frame:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     flag: str = "$"
-    _paths: dict[str, tuple[str, tuple[MsrpUri, ...]]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
 
     @classmethod
     def request(
@@ -104,18 +121,24 @@ class Frame:
 
     def header(self, name: str) -> str | None:
         """First value of header `name` (case-insensitive), or None."""
-        lname = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lname), None)
+        lower = LOWER_NAMES
+        lname = lower.get(name) or name.lower()
+        for k, v in self.headers:
+            if k == name or (lower.get(k) or k.lower()) == lname:
+                return v
+        return None
 
     @property
     def to_path(self) -> tuple[MsrpUri, ...]:
         """Parsed To-Path (empty if absent); raises MsrpUriError if malformed."""
-        return self._path("To-Path")
+        raw = self.header("To-Path")
+        return () if raw is None else parse_path(raw)
 
     @property
     def from_path(self) -> tuple[MsrpUri, ...]:
         """Parsed From-Path (empty if absent); raises MsrpUriError if malformed."""
-        return self._path("From-Path")
+        raw = self.header("From-Path")
+        return () if raw is None else parse_path(raw)
 
     @property
     def message_id(self) -> str | None:
@@ -131,17 +154,6 @@ class Frame:
         one chunk); ValueError if malformed (never for parsed frames)."""
         raw = self.header("Byte-Range")
         return None if raw is None else parse_byte_range(raw)
-
-    def _path(self, name: str) -> tuple[MsrpUri, ...]:
-        raw = self.header(name)
-        if raw is None:
-            return ()
-        cached = self._paths.get(name)
-        if cached is not None and cached[0] == raw:
-            return cached[1]
-        uris = parse_path(raw)
-        self._paths[name] = (raw, uris)
-        return uris
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,44 +227,70 @@ def serialize(frame: Frame) -> bytes:
     body containing its own end-line (pick another tid).
     """
     _check(frame)
-    tid = frame.tid.encode()
+    tid = frame.tid
     if frame.method is not None:
-        start = f"MSRP {frame.tid} {frame.method}"
+        start = f"MSRP {tid} {frame.method}\r\n"
+    elif frame.comment is not None:
+        start = f"MSRP {tid} {frame.status:03d} {frame.comment}\r\n"
     else:
-        start = f"MSRP {frame.tid} {frame.status:03d}"
-        if frame.comment is not None:
-            start += f" {frame.comment}"
-    ordered = sorted(frame.headers, key=_header_rank)
-    head = "".join([start, "\r\n", *(f"{k}: {v}\r\n" for k, v in ordered)]).encode()
-    end = b"-------" + tid + frame.flag.encode() + b"\r\n"
-    if not frame.body and frame.content_type is None:
+        start = f"MSRP {tid} {frame.status:03d}\r\n"
+    headers = frame.headers
+    if len(headers) > 1:
+        headers = sorted(headers, key=_header_rank)
+    head = (start + "".join([f"{k}: {v}\r\n" for k, v in headers])).encode()
+    btid = tid.encode()
+    end = b"-------" + btid + frame.flag.encode() + b"\r\n"
+    body = frame.body
+    if not body and frame.content_type is None:
         return head + end
-    tail = b"".join((b"\r\n", frame.body, b"\r\n", end))
-    if _find_end(tail, b"\r\n-------" + tid, 0)[0] != len(frame.body) + 2:
-        raise ValueError("body contains the frame's end-line; use another transaction id")
-    return head + tail
+    prefix = b"\r\n-------" + btid
+    if (
+        body.startswith(prefix[2:])
+        or prefix in body
+        or prefix in body[1 - len(prefix) :] + prefix[:-1]
+    ):
+        # CRLF '-------' tid occurs before the real end-line: a problem unless what
+        # follows it cannot be read as a flag and CRLF.
+        tail = b"".join((b"\r\n", body, b"\r\n", end))
+        if _find_end(tail, prefix, 0)[0] != len(body) + 2:
+            raise ValueError("body contains the frame's end-line; use another transaction id")
+    return b"".join((head, b"\r\n", body, b"\r\n", end))
+
+
+_RANKS = {"to-path": 0, "from-path": 1, "content-type": 3}
+_KNOWN_NAMES = frozenset(_KNOWN)
+_KNOWN_METHODS = frozenset(("SEND", "REPORT", "AUTH"))
 
 
 def _header_rank(header: tuple[str, str]) -> int:
-    name = header[0].lower()
-    return {"to-path": 0, "from-path": 1, "content-type": 3}.get(name, 2)
+    name = header[0]
+    return _RANKS.get(LOWER_NAMES.get(name) or name.lower(), 2)
 
 
 def _check(frame: Frame) -> None:
     if not _TID_STR_RE.fullmatch(frame.tid):
         raise ValueError(f"bad transaction id {frame.tid!r}")
-    if frame.method is not None:
-        if not _METHOD_RE.fullmatch(frame.method.encode()) or frame.status is not None:
-            raise ValueError(f"bad method {frame.method!r}")
+    method = frame.method
+    if method is not None:
+        if frame.status is not None or (
+            method not in _KNOWN_METHODS and not _METHOD_RE.fullmatch(method.encode())
+        ):
+            raise ValueError(f"bad method {method!r}")
     elif frame.status is None or not 0 <= frame.status <= 999:
         raise ValueError(f"bad status {frame.status!r}")
     if frame.comment is not None and _CTL_RE.search(frame.comment):
         raise ValueError("control character in comment")
     if len(frame.flag) != 1 or frame.flag not in FLAGS:
         raise ValueError(f"bad flag {frame.flag!r}")
-    for name, value in frame.headers:
-        if not _NAME_RE.fullmatch(name) or _CTL_RE.search(value):
-            raise ValueError(f"bad header {name!r}")
+    headers = frame.headers
+    # One search over all values (TAB, the only control character allowed, joins them),
+    # then the names; the per-header loop only runs to name the culprit.
+    if _CTL_RE.search("\t".join([v for _, v in headers])) or not all(
+        [k in _KNOWN_NAMES or _NAME_RE.fullmatch(k) for k, _ in headers]
+    ):
+        for name, value in headers:
+            if not _NAME_RE.fullmatch(name) or _CTL_RE.search(value):
+                raise ValueError(f"bad header {name!r}")
 
 
 def _find_end(buf: bytes | bytearray, prefix: bytes, start: int) -> tuple[int, int]:
@@ -290,6 +328,27 @@ class _Head:
         """Headers-only frame (also what FrameError.request carries)."""
         headers = list(self.headers)
         return Frame(self.tid, self.method, self.status, self.comment, headers, flag=flag)
+
+
+def _header_line(head: _Head, line: bytes) -> None:
+    """`name: value` (value without surrounding blanks) into `head`, or note the error.
+    Same result as a full match of rb"(token):[ \t]*(.*?)[ \t]*" (re.S), without that
+    regex's slow backtracking over the value."""
+    raw_name, colon, raw_value = line.partition(b":")
+    name = _NAMES_BY_BYTES.get(raw_name)
+    if name is None and colon and _NAME_BYTES_RE.fullmatch(raw_name):
+        name = raw_name.decode()
+    try:
+        if name is None or not colon:
+            raise ValueError
+        value = raw_value.strip(b" \t").decode()
+    except ValueError:
+        head.error = head.error or "malformed header"
+        return
+    if _CTL_RE.search(value):
+        head.error = head.error or "malformed header"
+    else:
+        head.headers.append((name, value))
 
 
 _HEAD, _BODY, _SKIP, _DEAD = range(4)
@@ -357,33 +416,72 @@ class FrameParser:
         return False
 
     def _step_head(self, events: list[Event]) -> bool:
+        """Consume the start line and header lines available (a loop, not one call
+        per line: most frames arrive whole)."""
         buf = self._buf
+        if not buf:  # all consumed (the cursor is 0 then): wait for more
+            return False
         if self._head is None and buf[:5] != _MSRP_SP[: len(buf[:5])]:
             return self._fatal(events)
-        nl = buf.find(b"\r\n", self._crlf_from)
-        if nl < 0:
-            self._crlf_from = max(self._cursor, len(buf) - 1)
-            return len(buf) > self.max_header_bytes and self._overflow(
-                events, 413, "headers too large"
-            )
-        if nl + 2 > self.max_header_bytes:
-            return self._overflow(events, 413, "headers too large")
-        line = bytes(buf[self._cursor : nl])
-        head = self._head
-        if head is not None and line and not self._is_end_line(line):
-            if head.count >= self.max_headers:
+        max_header_bytes = self.max_header_bytes
+        while True:
+            nl = buf.find(b"\r\n", self._crlf_from)
+            if nl < 0:
+                self._crlf_from = max(self._cursor, len(buf) - 1)
+                return len(buf) > max_header_bytes and self._overflow(
+                    events, 413, "headers too large"
+                )
+            if nl + 2 > max_header_bytes:
+                return self._overflow(events, 413, "headers too large")
+            line = bytes(buf[self._cursor : nl])
+            head = self._head
+            if head is None:
+                self._cursor = self._crlf_from = nl + 2
+                self._start_line(line, events)
+                if self._head is None:  # refused: skipping, or framing lost
+                    return True
+                if self._header_block(self._head, events):
+                    return True
+                continue
+            end_line = bool(line) and self._is_end_line(line)
+            if line and not end_line:
+                if head.count >= self.max_headers:
+                    return self._overflow(events, 400, "too many headers")
+                head.count += 1
+            self._cursor = self._crlf_from = nl + 2
+            if not line:
+                self._end_head(events, body=True)
+                return True
+            if end_line:
+                self._end_head(events, body=False, flag=chr(line[-1]))
+                return True
+            _header_line(head, line)
+
+    def _header_block(self, head: _Head, events: list[Event]) -> bool:
+        """Fast path, once per frame right after its start line: when the line that
+        ends the head (blank, or the end-line) is already buffered, split the header
+        lines before it in one go. The loop in `_step_head` then handles the end of
+        the head, exactly as it would have line by line. True if the head was refused
+        (too many headers)."""
+        buf, cursor = self._buf, self._cursor
+        stop = min(len(buf), self.max_header_bytes)
+        end = buf.find(b"\r\n\r\n", cursor - 2, stop)
+        end_line = buf.find(self._prefix, cursor - 2, stop if end < 0 else end + 2)
+        if end_line >= 0:
+            end = end_line
+        if end <= cursor:  # not buffered yet (or no header line): line by line
+            return False
+        # No line before `end` is blank or starts like the end-line: all are headers.
+        max_headers = self.max_headers
+        for line in bytes(buf[cursor:end]).split(b"\r\n"):
+            if head.count >= max_headers:
+                self._cursor = self._crlf_from = cursor
                 return self._overflow(events, 400, "too many headers")
             head.count += 1
-        self._cursor = self._crlf_from = nl + 2
-        if head is None:
-            self._start_line(line, events)
-        elif not line:
-            self._end_head(events, body=True)
-        elif self._is_end_line(line):
-            self._end_head(events, body=False, flag=chr(line[-1]))
-        else:
-            self._header_line(head, line)
-        return True
+            cursor += len(line) + 2
+            _header_line(head, line)
+        self._cursor = self._crlf_from = cursor
+        return False
 
     def _is_end_line(self, line: bytes) -> bool:
         prefix = self._prefix
@@ -416,24 +514,12 @@ class FrameParser:
         else:
             self._error(events, tid, 400, "malformed start line", None, self._cursor - 2)
 
-    def _header_line(self, head: _Head, line: bytes) -> None:
-        m = _HEADER_RE.fullmatch(line)
-        try:
-            if m is None:
-                raise ValueError
-            name, value = m[1].decode(), m[2].decode()
-        except ValueError:
-            head.error = head.error or "malformed header"
-            return
-        if _CTL_RE.search(value):
-            head.error = head.error or "malformed header"
-        else:
-            head.headers.append((name, value))
-
     def _end_head(self, events: list[Event], *, body: bool, flag: str = "$") -> None:
         assert self._head is not None
         head = self._head
-        frame = head.frame(flag=flag)
+        # The frame takes the head's header list (the head is dropped with the frame;
+        # error reports get copies from `head.frame()`).
+        frame = Frame(head.tid, head.method, head.status, head.comment, head.headers, flag=flag)
         error = head.error or _validate(frame)
         keep_from = self._cursor - 2 if body else self._cursor
         if error is not None and body:
@@ -443,7 +529,7 @@ class FrameParser:
             self._reset(keep_from)
         elif body:
             self._state = _BODY
-            self._pending = frame  # keeps the paths parsed by _validate
+            self._pending = frame
             del self._buf[:keep_from]
             self._scan = 0
         else:
@@ -522,16 +608,31 @@ class FrameParser:
 
 def _validate(frame: Frame) -> str | None:
     """Reason a syntactically clean frame is still unacceptable, or None."""
-    checks = (
-        ("To-Path", lambda: frame.to_path),
-        ("From-Path", lambda: frame.from_path),
-        ("Byte-Range", lambda: frame.byte_range),
-    )
-    for name, parse in checks:
-        if name in _PATHS and frame.header(name) is None:
-            return f"missing {name}"
+    to_path = from_path = byte_range = None
+    lower = LOWER_NAMES
+    for name, value in frame.headers:  # the first of each, as Frame.header finds it
+        lname = lower.get(name) or name.lower()
+        if lname == "to-path":
+            to_path = value if to_path is None else to_path
+        elif lname == "from-path":
+            from_path = value if from_path is None else from_path
+        elif lname == "byte-range":
+            byte_range = value if byte_range is None else byte_range
+    if to_path is None:
+        return "missing To-Path"
+    try:
+        parse_path(to_path)
+    except ValueError:
+        return "malformed To-Path"
+    if from_path is None:
+        return "missing From-Path"
+    try:
+        parse_path(from_path)
+    except ValueError:
+        return "malformed From-Path"
+    if byte_range is not None:
         try:
-            parse()
+            parse_byte_range(byte_range)
         except ValueError:
-            return f"malformed {name}"
+            return "malformed Byte-Range"
     return None

@@ -7,7 +7,7 @@ Owned and mutated by `MsrpSession`; callers hold it as a handle (`message_id`,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from gw.msrp.chunks import Chunk, split_message
 from gw.msrp.events import Outcome
@@ -27,6 +27,22 @@ def check_message_id(message_id: str) -> str:
 
 class OutgoingMessage:
     """Handle for one outgoing message; `outcome` is set exactly once."""
+
+    __slots__ = (
+        "_chunks",
+        "_covered",
+        "all_sent",
+        "chunks_sent",
+        "content_type",
+        "failure_report",
+        "in_flight",
+        "message_id",
+        "next_start",
+        "outcome",
+        "report_deadline",
+        "size",
+        "success_report",
+    )
 
     def __init__(
         self,
@@ -52,7 +68,7 @@ class OutgoingMessage:
         self.all_sent = False
         self.in_flight: set[str] = set()  # tids awaiting a response (or the partial timeout)
         self.report_deadline: float | None = None
-        self._covered: list[tuple[int, int]] = []  # success REPORT coverage, merged
+        self._covered: Sequence[tuple[int, int]] = ()  # success REPORT coverage, merged
 
     @property
     def empty(self) -> bool:

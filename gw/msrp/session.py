@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict, deque
+import re
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -29,7 +30,7 @@ from gw.msrp.events import (
     SessionClosed,
     SessionEvent,
 )
-from gw.msrp.frame import REASONS, Frame, make_response
+from gw.msrp.frame import LOWER_NAMES, REASONS, Frame, make_response, parse_byte_range
 from gw.msrp.outgoing import FAILURE_REPORT_VALUES, OutgoingMessage
 from gw.msrp.report import make_report, parse_status
 from gw.msrp.uri import MsrpUri, format_path, new_transaction_id, parse_msrp_uri, parse_path
@@ -41,6 +42,8 @@ _DIRECTIONS = ("sendrecv", "sendonly", "recvonly")
 _REMEMBERED = 1024  # incoming message ids kept for REPORTs and repeated rejections
 _OVERHEAD = 256  # rough header bytes per frame, for the pull budget
 _V = TypeVar("_V")
+_CTL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_SEQ = itertools.count()  # timer tie-breaker, shared by all sessions: only order matters
 
 
 @dataclass(slots=True)
@@ -81,7 +84,44 @@ def media_type_accepted(content_type: str, accepted: Iterable[str]) -> bool:
 
 class MsrpSession:
     """One MSRP session: chunked sending with transaction and report tracking,
-    reassembly and answering of incoming SENDs, REPORT generation."""
+    reassembly and answering of incoming SENDs, REPORT generation.
+
+    Containers are created when first needed and dropped again once empty (queues,
+    open messages and transactions, timers, events): an idle session holds little
+    more than its URIs and settings.
+    """
+
+    __slots__ = (
+        "_auto_report",
+        "_control",
+        "_events",
+        "_expire_at",
+        "_from_path",
+        "_incoming",
+        "_incomplete_timeout",
+        "_max_message_size",
+        "_messages",
+        "_reassembler",
+        "_rejected",
+        "_sending",
+        "_timers",
+        "_to_path",
+        "_txns",
+        "accept_types",
+        "auto_success_report",
+        "chunk_size",
+        "closed",
+        "connection",
+        "direction",
+        "local_uri",
+        "max_chunk_size",
+        "peer_accept_types",
+        "peer_max_size",
+        "peer_path",
+        "report_timeout",
+        "session_id",
+        "transaction_timeout",
+    )
 
     def __init__(
         self,
@@ -108,9 +148,15 @@ class MsrpSession:
             raise ValueError("the peer path needs at least one URI")
         if chunk_size < 1 or transaction_timeout <= 0 or direction not in _DIRECTIONS:
             raise ValueError("bad chunk_size, transaction_timeout or direction")
+        if max_message_size < 0:  # the Reassembler's checks: it is created on first use
+            raise ValueError("limits must be positive")
+        if incomplete_timeout <= 0:
+            raise ValueError("incomplete_timeout must be > 0")
         self.session_id: str = self.local_uri.session_id
-        self.accept_types = tuple(accept_types)
-        self.peer_accept_types = None if peer_accept_types is None else tuple(peer_accept_types)
+        self.accept_types = _shared_types(accept_types)
+        self.peer_accept_types = (
+            None if peer_accept_types is None else _shared_types(peer_accept_types)
+        )
         self.peer_max_size = peer_max_size
         self.chunk_size = chunk_size
         self.max_chunk_size = max_chunk_size
@@ -122,18 +168,21 @@ class MsrpSession:
         self.closed = False
         self._to_path = format_path(self.peer_path)
         self._from_path = str(self.local_uri)
-        self._reassembler = Reassembler(max_message_size, incomplete_timeout=incomplete_timeout)
-        self._control: deque[Frame] = deque()  # responses, REPORTs, aborts: sent first
-        self._sending: deque[OutgoingMessage] = deque()
-        self._messages: dict[str, OutgoingMessage] = {}  # not yet final
-        self._txns: dict[str, _Txn] = {}
-        self._timers: list[tuple[float, int, int, str]] = []
-        self._seq = itertools.count()
+        self._max_message_size = max_message_size
+        self._incomplete_timeout = incomplete_timeout
+        # Created on first use, dropped when empty (see the class docstring):
+        self._reassembler: Reassembler | None = None  # kept once created: it remembers ids
+        self._control: deque[Frame] | None = None  # responses, REPORTs, aborts: sent first
+        self._sending: deque[OutgoingMessage] | None = None
+        self._messages: dict[str, OutgoingMessage] | None = None  # not yet final
+        self._txns: dict[str, _Txn] | None = None
+        self._timers: list[tuple[float, int, int, str]] | None = None
         self._expire_at: float | None = None
         self._auto_report: str | None = None
-        self._incoming: OrderedDict[str, _Incoming] = OrderedDict()
-        self._rejected: OrderedDict[str, tuple[int, str]] = OrderedDict()
-        self._events: list[SessionEvent] = []
+        # Least recently used first (plain dicts: half the size of OrderedDicts)
+        self._incoming: dict[str, _Incoming] | None = None
+        self._rejected: dict[str, tuple[int, str]] | None = None
+        self._events: list[SessionEvent] | None = None
 
     @property
     def peer_uri(self) -> MsrpUri:
@@ -142,8 +191,22 @@ class MsrpSession:
 
     def events(self) -> list[SessionEvent]:
         """Take the events reported since the last call."""
-        events, self._events = self._events, []
+        events = self._events
+        if events is None:
+            return []
+        self._events = None
         return events
+
+    def _emit(self, event: SessionEvent) -> None:
+        if self._events is None:
+            self._events = [event]
+        else:
+            self._events.append(event)
+
+    def _queue_control(self, frame: Frame) -> None:
+        if self._control is None:
+            self._control = deque()
+        self._control.append(frame)
 
     # -- sending -----------------------------------------------------------------
     def send_message(
@@ -159,7 +222,7 @@ class MsrpSession:
         """Queue a message. Local refusals (closed, too big for the peer's
         max-size, type the peer does not accept) fail it at once, without sending.
         ValueError for caller mistakes (bad Failure-Report, Message-ID, type)."""
-        if not content_type or any(c < " " or c == "\x7f" for c in content_type):
+        if not content_type or _CTL_RE.search(content_type):
             raise ValueError(f"bad Content-Type {content_type!r}")
         msg = self._new_message(body, content_type, success_report, failure_report, message_id)
         if self.closed:
@@ -172,6 +235,8 @@ class MsrpSession:
             content_type, self.peer_accept_types
         ):
             self._fail(msg, 415, "content type not in the peer's accept-types")
+        elif self._sending is None:
+            self._sending = deque((msg,))
         else:
             self._sending.append(msg)
         return msg
@@ -181,6 +246,8 @@ class MsrpSession:
         msg = self._new_message(b"", None, None, "yes", None)
         if self.closed:
             self._fail(msg, 481, "session closed")
+        elif self._sending is None:
+            self._sending = deque((msg,))
         elif first:
             self._sending.appendleft(msg)
         else:
@@ -205,7 +272,8 @@ class MsrpSession:
         message_id: str | None,
     ) -> OutgoingMessage:
         mid = message_id or new_transaction_id()
-        if mid in self._messages:
+        messages = self._messages
+        if messages is not None and mid in messages:
             raise ValueError(f"Message-ID {mid!r} is already in use")
         msg = OutgoingMessage(
             mid,
@@ -215,34 +283,51 @@ class MsrpSession:
             failure_report=failure_report,
             chunk_size=self.chunk_size,
         )
-        self._messages[mid] = msg
+        if messages is None:
+            self._messages = {mid: msg}
+        else:
+            messages[mid] = msg
         return msg
 
     # -- output ------------------------------------------------------------------
     def has_outgoing(self) -> bool:
-        return bool(self._control or self._sending)
+        return self._control is not None or self._sending is not None
 
     def pull(self, now: float, budget: int = 1 << 16) -> list[Frame]:
         """Frames to write now, about `budget` bytes: control frames first, then
         chunks round-robin across messages. Transaction timers start here."""
         frames: list[Frame] = []
-        while self._control and budget > 0:
-            frame = self._control.popleft()
-            if frame.method == "SEND":  # an abort chunk: absorb its response
-                self._txns[frame.tid] = _Txn(None, now + self.transaction_timeout)
-            frames.append(frame)
-            budget -= len(frame.body) + _OVERHEAD
-        while self._sending and budget > 0:
-            msg = self._sending[0]
-            frame = self._chunk_frame(msg, now)
-            frames.append(frame)
-            budget -= len(frame.body) + _OVERHEAD
-            if msg.all_sent:
-                self._sending.popleft()
-                self._settle(msg, now)
-            else:
-                self._sending.rotate(-1)
+        control = self._control
+        if control is not None:
+            while control and budget > 0:
+                frame = control.popleft()
+                if frame.method == "SEND":  # an abort chunk: absorb its response
+                    self._add_txn(frame.tid, _Txn(None, now + self.transaction_timeout))
+                frames.append(frame)
+                budget -= len(frame.body) + _OVERHEAD
+            if not control:
+                self._control = None
+        sending = self._sending
+        if sending is not None:
+            while sending and budget > 0:
+                msg = sending[0]
+                frame = self._chunk_frame(msg, now)
+                frames.append(frame)
+                budget -= len(frame.body) + _OVERHEAD
+                if msg.all_sent:
+                    sending.popleft()
+                    self._settle(msg, now)
+                else:
+                    sending.rotate(-1)
+            if not sending and self._sending is sending:
+                self._sending = None
         return frames
+
+    def _add_txn(self, tid: str, txn: _Txn) -> None:
+        if self._txns is None:
+            self._txns = {tid: txn}
+        else:
+            self._txns[tid] = txn
 
     def _chunk_frame(self, msg: OutgoingMessage, now: float) -> Frame:
         chunk = msg.next_chunk()
@@ -254,7 +339,7 @@ class MsrpSession:
         frame = Frame(_tid_for(data), "SEND", headers=headers, body=data, flag=chunk.flag)
         if msg.failure_report != "no":
             deadline = now + self.transaction_timeout
-            self._txns[frame.tid] = _Txn(msg, deadline)
+            self._add_txn(frame.tid, _Txn(msg, deadline))
             msg.in_flight.add(frame.tid)
             self._push(deadline, _TXN, frame.tid)
         return frame
@@ -273,13 +358,16 @@ class MsrpSession:
 
     def _stop(self, msg: OutgoingMessage) -> None:
         """Send no more chunks of `msg`; tell the peer with '#' if it got some."""
-        if msg in self._sending:
-            self._sending.remove(msg)
+        sending = self._sending
+        if sending is not None and msg in sending:
+            sending.remove(msg)
+            if not sending:
+                self._sending = None
         start = msg.next_start
         if msg.stop():
             headers = self._headers(msg)
             headers.append(("Byte-Range", f"{start}-{start - 1}/{msg.size}"))
-            self._control.append(Frame(new_transaction_id(), "SEND", headers=headers, flag="#"))
+            self._queue_control(Frame(new_transaction_id(), "SEND", headers=headers, flag="#"))
 
     # -- outcomes ----------------------------------------------------------------
     def _settle(self, msg: OutgoingMessage, now: float) -> None:
@@ -300,14 +388,23 @@ class MsrpSession:
 
     def _finish(self, msg: OutgoingMessage, outcome: Outcome) -> None:
         msg.outcome = outcome
-        self._messages.pop(msg.message_id, None)
-        self._events.append(outcome)
+        messages = self._messages
+        if messages is not None:
+            messages.pop(msg.message_id, None)
+            if not messages:
+                self._messages = None
+        self._emit(outcome)
 
     def handle_response(self, frame: Frame, now: float) -> bool:
         """A transaction response; False if it answers no transaction of ours."""
-        txn = self._txns.pop(frame.tid, None)
+        txns = self._txns
+        if txns is None:
+            return False
+        txn = txns.pop(frame.tid, None)
         if txn is None:
             return False
+        if not txns:
+            self._txns = None
         msg = txn.message
         if msg is None or msg.outcome is not None:
             return True
@@ -322,37 +419,41 @@ class MsrpSession:
     # -- receiving ---------------------------------------------------------------
     def handle_request(self, frame: Frame, now: float) -> None:
         """A request already matched to this session (To-Path and From-Path)."""
-        if frame.method == "REPORT":
-            self._on_report(frame)
-            return
-        if frame.method != "SEND":
-            self._answer(frame, 501, f"{frame.method} not implemented")
-        elif self.closed:
-            self._answer(frame, 481, "session closed")
-        else:
-            self._answer(frame, *self._on_send(frame, now))
+        method = frame.method
+        if method == "SEND" and not self.closed:
+            fields = _send_fields(frame)
+            code, reason = self._on_send(frame, fields, now)
+            self._answer(frame, code, reason, _failure_value(fields[_FR]))
             if self._auto_report is not None:  # after the 200, not before it
                 self.report_success(self._auto_report)
                 self._auto_report = None
+        elif method == "REPORT":
+            self._on_report(frame)
+        elif method != "SEND":
+            self._answer(frame, 501, f"{method} not implemented")
+        else:
+            self._answer(frame, 481, "session closed")
 
-    def _answer(self, frame: Frame, code: int, reason: str) -> None:
-        """Respond per Failure-Report (§7.1.1): yes always, partial on error, no never."""
-        fr = _failure_report(frame)
+    def _answer(
+        self, frame: Frame, code: int, reason: str, failure_report: str | None = None
+    ) -> None:
+        """Respond per Failure-Report (§7.1.1): yes always, partial on error, no never.
+        `failure_report`: the request's, normalised, if the caller has it already."""
+        fr = _failure_report(frame) if failure_report is None else failure_report
         answered = fr == "yes" or (fr == "partial" and code != 200)
         if code != 200:
-            self._events.append(
-                RequestRejected(code, reason, frame.method, frame.message_id, answered)
-            )
+            self._emit(RequestRejected(code, reason, frame.method, frame.message_id, answered))
         if answered:
             comment = None if code == 200 else reason
-            self._control.append(make_response(frame, code, comment, responder=self.local_uri))
+            self._queue_control(make_response(frame, code, comment, responder=self.local_uri))
 
-    def _on_send(self, frame: Frame, now: float) -> tuple[int, str]:
-        mid, ct, body = frame.message_id, frame.content_type, frame.body
+    def _on_send(self, frame: Frame, fields: list[str | None], now: float) -> tuple[int, str]:
+        mid, ct, body = fields[_MID], fields[_CT], frame.body
         if not mid:
             return 400, "missing Message-ID"
         try:
-            raw = frame.byte_range
+            br = fields[_BR]
+            raw = None if br is None else parse_byte_range(br)
             start, end, total = raw if raw is not None else (1, len(body), len(body))
             byte_range = ByteRange(start, end, total)
         except ValueError:
@@ -361,44 +462,58 @@ class MsrpSession:
             return 200, "OK"  # empty SEND (§5.4): binds or keeps alive, delivers nothing
         if self.direction == "sendonly":
             return 403, "session is send-only"
-        if mid in self._rejected:
-            return self._rejected[mid]
+        rejected = self._rejected
+        if rejected is not None and mid in rejected:
+            return rejected[mid]
         if len(body) > self.max_chunk_size:
             return self._reject(mid, 413, "chunk too large")
         if ct is not None and not media_type_accepted(ct, self.accept_types):
             return self._reject(mid, 415, f"{ct} not in accept-types")
         if ct is None and body and start == 1:
             return self._reject(mid, 400, "missing Content-Type")
-        info = self._incoming.get(mid)
+        incoming = self._incoming
+        if incoming is None:
+            incoming = self._incoming = {}
+        info = incoming.get(mid)
         if info is None:
+            from_path = frame.from_path
+            if from_path == self.peer_path:  # the usual case: keep one copy per session
+                from_path = self.peer_path
             info = _Incoming(
-                frame.from_path,
-                (frame.header("Success-Report") or "").lower() == "yes",
-                _failure_report(frame),
+                from_path,
+                (fields[_SR] or "").lower() == "yes",
+                _failure_value(fields[_FR]),
             )
-            _remember(self._incoming, mid, info)
-        result = self._reassembler.add(mid, byte_range, body, frame.flag, ct, now)
+            _remember(incoming, mid, info)
+        reassembler = self._reassembler
+        if reassembler is None:
+            reassembler = self._reassembler = Reassembler(
+                self._max_message_size, incomplete_timeout=self._incomplete_timeout
+            )
+        result = reassembler.add(mid, byte_range, body, frame.flag, ct, now)
         if result.status != 200:
             return result.status, result.reason
         info.high = max(info.high, start + len(body) - 1)
         info.total = total if total is not None else info.total
         if result.aborted:
-            self._events.append(IncomingAborted(mid))
+            self._emit(IncomingAborted(mid))
         elif result.completed is not None:
             done = result.completed
             info.total, info.complete = done.total, True
             ctype = done.content_type or "application/octet-stream"
-            self._events.append(
+            self._emit(
                 MessageReceived(mid, ctype, done.body, info.success_report, info.failure_report)
             )
             if self.auto_success_report:
                 self._auto_report = mid
-        elif self._expire_at is None and len(self._reassembler):
-            self._expire_at = now + self._reassembler.incomplete_timeout / 2
+        elif self._expire_at is None and len(reassembler):
+            self._expire_at = now + reassembler.incomplete_timeout / 2
             self._push(self._expire_at, _EXPIRE, "")
         return 200, "OK"
 
     def _reject(self, mid: str, code: int, reason: str) -> tuple[int, str]:
+        if self._rejected is None:
+            self._rejected = {}
         _remember(self._rejected, mid, (code, reason))
         return code, reason
 
@@ -406,12 +521,12 @@ class MsrpSession:
         """REPORTs are never answered (§7.1.2); they settle our outgoing messages."""
         mid, status = frame.message_id, parse_status(frame.header("Status"))
         if not mid or status is None:
-            self._events.append(RequestRejected(400, "malformed REPORT", "REPORT", mid, False))
+            self._emit(RequestRejected(400, "malformed REPORT", "REPORT", mid, False))
             return
-        msg = self._messages.get(mid)
+        msg = None if self._messages is None else self._messages.get(mid)
         if msg is None or msg.empty or status.namespace != "000":
             why = "unknown message" if msg is None else "not a report we can use"
-            self._events.append(ReportIgnored(mid, status.code, why))
+            self._emit(ReportIgnored(mid, status.code, why))
         elif status.code != 200:
             self._fail(msg, status.code, status.comment or REASONS.get(status.code, "error"))
         else:
@@ -427,12 +542,12 @@ class MsrpSession:
     def report_success(self, message_id: str) -> bool:
         """Queue a success REPORT for a received message, if the sender asked for one
         (Success-Report: yes). Call it once the message is really delivered."""
-        info = self._incoming.get(message_id)
+        info = None if self._incoming is None else self._incoming.get(message_id)
         if info is None or not info.success_report or not info.complete or self.closed:
             return False
         total = info.total or 0
         byte_range = ByteRange(1, total, total)
-        self._control.append(
+        self._queue_control(
             make_report(info.from_path, self.local_uri, message_id, byte_range, 200)
         )
         return True
@@ -440,34 +555,44 @@ class MsrpSession:
     def report_failure(self, message_id: str, code: int, reason: str | None = None) -> bool:
         """Queue a failure REPORT (e.g. downstream delivery failed), unless the
         sender said Failure-Report: no."""
-        info = self._incoming.get(message_id)
+        info = None if self._incoming is None else self._incoming.get(message_id)
         if info is None or info.failure_report == "no" or self.closed:
             return False
         total = info.total
         byte_range = ByteRange(1, total if info.complete and total else info.high, total)
-        self._control.append(
+        self._queue_control(
             make_report(info.from_path, self.local_uri, message_id, byte_range, code, reason)
         )
         return True
 
     # -- time --------------------------------------------------------------------
     def _push(self, deadline: float, kind: int, key: str) -> None:
-        heapq.heappush(self._timers, (deadline, next(self._seq), kind, key))
+        entry = (deadline, next(_SEQ), kind, key)
+        if self._timers is None:
+            self._timers = [entry]
+        else:
+            heapq.heappush(self._timers, entry)
 
     def _live(self, deadline: float, kind: int, key: str) -> bool:
         if kind == _TXN:
-            txn = self._txns.get(key)
+            txn = None if self._txns is None else self._txns.get(key)
             return txn is not None and txn.deadline == deadline
         if kind == _REPORT:
-            msg = self._messages.get(key)
+            msg = None if self._messages is None else self._messages.get(key)
             return msg is not None and msg.report_deadline == deadline
         return self._expire_at == deadline
 
     def next_deadline(self) -> float | None:
         timers = self._timers
+        if timers is None:
+            return None
         while timers and not self._live(timers[0][0], timers[0][2], timers[0][3]):
             heapq.heappop(timers)
-        return timers[0][0] if timers else None
+        if timers:
+            return timers[0][0]
+        if self._timers is timers:
+            self._timers = None
+        return None
 
     def on_timer(self, now: float) -> None:
         timers = self._timers
@@ -478,12 +603,19 @@ class MsrpSession:
             if kind == _TXN:
                 self._txn_timeout(key, now)
             elif kind == _REPORT:
+                assert self._messages is not None  # _live found it there
                 self._fail(self._messages[key], 408, "no success report")
             else:
                 self._expire(now)
+        if not timers and self._timers is timers:
+            self._timers = None
 
     def _txn_timeout(self, tid: str, now: float) -> None:
-        msg = self._txns.pop(tid).message
+        txns = self._txns
+        assert txns is not None  # _live found it there
+        msg = txns.pop(tid).message
+        if not txns:
+            self._txns = None
         if msg is None or msg.outcome is not None:
             return
         msg.in_flight.discard(tid)
@@ -494,13 +626,16 @@ class MsrpSession:
 
     def _expire(self, now: float) -> None:
         self._expire_at = None
-        for mid in self._reassembler.expire(now):
-            self._events.append(IncomingExpired(mid))
-            info = self._incoming.get(mid)
+        reassembler = self._reassembler
+        if reassembler is None:
+            return
+        for mid in reassembler.expire(now):
+            self._emit(IncomingExpired(mid))
+            info = None if self._incoming is None else self._incoming.get(mid)
             if info is not None and info.failure_report != "no":
                 self.report_failure(mid, 408, "message incomplete")
-        if len(self._reassembler):
-            self._expire_at = now + self._reassembler.incomplete_timeout / 2
+        if len(reassembler):
+            self._expire_at = now + reassembler.incomplete_timeout / 2
             self._push(self._expire_at, _EXPIRE, "")
 
     # -- lifecycle ---------------------------------------------------------------
@@ -522,17 +657,58 @@ class MsrpSession:
         if self.closed:
             return
         self.closed = True
-        for msg in list(self._messages.values()):
-            self._fail(msg, code, reason)
-        self._sending.clear()
+        if self._messages is not None:
+            for msg in list(self._messages.values()):
+                self._fail(msg, code, reason)
+        self._sending = None
         if self.connection is None:
-            self._control.clear()
-        self._events.append(SessionClosed(reason))
+            self._control = None
+        self._emit(SessionClosed(reason))
+
+
+_MID, _CT, _BR, _SR, _FR = range(5)
+_SEND_FIELDS = {
+    "message-id": _MID,
+    "content-type": _CT,
+    "byte-range": _BR,
+    "success-report": _SR,
+    "failure-report": _FR,
+}
+
+
+def _send_fields(frame: Frame) -> list[str | None]:
+    """Message-ID, Content-Type, Byte-Range, Success-Report and Failure-Report in one
+    pass over the headers (the first of each, as `Frame.header` finds it)."""
+    fields: list[str | None] = [None, None, None, None, None]
+    lower = LOWER_NAMES
+    for name, value in frame.headers:
+        i = _SEND_FIELDS.get(lower.get(name) or name.lower())
+        if i is not None and fields[i] is None:
+            fields[i] = value
+    return fields
+
+
+def _failure_value(value: str | None) -> str:
+    value = (value or "yes").strip().lower()
+    return value if value in FAILURE_REPORT_VALUES else "yes"
+
+
+_TYPES_CACHE: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _shared_types(types: Sequence[str]) -> tuple[str, ...]:
+    """One tuple per distinct accept-types list, shared by the sessions that use it."""
+    key = tuple(types)
+    shared = _TYPES_CACHE.get(key)
+    if shared is None:
+        if len(_TYPES_CACHE) >= 256:
+            _TYPES_CACHE.clear()
+        shared = _TYPES_CACHE[key] = key
+    return shared
 
 
 def _failure_report(frame: Frame) -> str:
-    value = (frame.header("Failure-Report") or "yes").strip().lower()
-    return value if value in FAILURE_REPORT_VALUES else "yes"
+    return _failure_value(frame.header("Failure-Report"))
 
 
 def _tid_for(body: bytes) -> str:
@@ -543,8 +719,9 @@ def _tid_for(body: bytes) -> str:
     return tid
 
 
-def _remember(table: OrderedDict[str, _V], key: str, value: _V) -> None:
+def _remember(table: dict[str, _V], key: str, value: _V) -> None:
+    """Insert as most recently used; forget the least recently used beyond _REMEMBERED."""
+    table.pop(key, None)
     table[key] = value
-    table.move_to_end(key)
     while len(table) > _REMEMBERED:
-        table.popitem(last=False)
+        del table[next(iter(table))]

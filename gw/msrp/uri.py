@@ -8,12 +8,15 @@ equivalence instead of `==`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
+import os
 import re
 import secrets
 import string
+from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "MsrpUri",
@@ -34,6 +37,7 @@ _TOKEN_RE = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
 _ALNUM_RE = re.compile(r"[A-Za-z0-9]+")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _SCHEMES = ("msrp", "msrps")
+_PATH_CACHE_SIZE = 4096  # distinct path header values kept parsed (two per busy session)
 
 
 class MsrpUriError(ValueError):
@@ -51,12 +55,21 @@ class MsrpUri:
     scheme: str = "msrp"
     user: str | None = None
     params: tuple[tuple[str, str | None], ...] = ()
+    # The wire form, built on first use: paths are formatted for every frame sent.
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Validate built URIs too, so nothing unparseable ever reaches the wire.
         _check(self)
 
     def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._format()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _format(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         parts = [self.scheme, "://"]
         if self.user is not None:
@@ -89,12 +102,17 @@ class MsrpUri:
         present in both or neither; transport is case-insensitive; userinfo and
         other parameters are ignored.
         """
+        if self is other:
+            return True
         return (
             self.scheme == other.scheme
-            and _host_key(self.host) == _host_key(other.host)
             and self.port == other.port
             and self.session_id == other.session_id
-            and self.transport.lower() == other.transport.lower()
+            and (self.host == other.host or _host_key(self.host) == _host_key(other.host))
+            and (
+                self.transport == other.transport
+                or self.transport.lower() == other.transport.lower()
+            )
         )
 
 
@@ -141,8 +159,13 @@ def parse_msrp_uri(text: str) -> MsrpUri:
         raise MsrpUriError(f"{exc}: {text!r}") from None
 
 
+@functools.lru_cache(maxsize=_PATH_CACHE_SIZE)
 def parse_path(header_value: str) -> tuple[MsrpUri, ...]:
-    """Parse a To-Path/From-Path/Use-Path value: one or more space-separated URIs."""
+    """Parse a To-Path/From-Path/Use-Path value: one or more space-separated URIs.
+
+    Results are cached (bounded LRU): every frame carries two paths and a session's
+    paths repeat. The URIs are immutable, so sharing them is safe; errors are not cached.
+    """
     parts = header_value.split()
     if not parts:
         raise MsrpUriError("empty path")
@@ -162,10 +185,24 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+_ID_BATCH = 256  # ids drawn from one urandom call
+_ids: deque[str] = deque()  # popleft and extend are atomic: safe across threads too
+
+
 def new_transaction_id() -> str:
-    """Random 16-char alphanumeric transaction id (64 bits, within ident's 4..32); one
-    urandom call, not one per character (this runs for every chunk)."""
-    return secrets.token_hex(8)
+    """Random 16-char hex transaction id (64 bits, within ident's 4..32). The random
+    bytes come from urandom in batches: one system call per 256 ids, not one per id
+    (this runs for every chunk and every message)."""
+    try:
+        return _ids.popleft()
+    except IndexError:
+        pool = os.urandom(8 * _ID_BATCH).hex()
+        _ids.extend([pool[i : i + 16] for i in range(16, len(pool), 16)])
+        return pool[:16]
+
+
+if hasattr(os, "register_at_fork"):  # a forked child must not reuse its parent's ids
+    os.register_at_fork(after_in_child=_ids.clear)
 
 
 def _split_hostport(auth: str, text: str) -> tuple[str, int | None]:
@@ -209,6 +246,7 @@ def _check(uri: MsrpUri) -> None:
             raise MsrpUriError(f"bad parameter {name!r}={value!r}")
 
 
+@functools.lru_cache(maxsize=1024)
 def _host_key(host: str) -> str:
     """Comparison key for a host: decoded unreserved escapes, lower case, IPs normalised."""
     decoded = re.sub(_PCT, _decode_unreserved, host).lower()
