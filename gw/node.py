@@ -12,7 +12,7 @@ import signal
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,72 @@ def _by_prefix(counts: Mapping[str, int], prefix: str) -> dict[str, float]:
     return {k[n:]: float(v) for k, v in counts.items() if k.startswith(prefix) and k[n:]}
 
 
+class GcTuner:
+    """Keeps long-lived session state out of the cyclic garbage collector's way.
+
+    Why: a full (generation 2) collection walks every container object the collector
+    tracks, and each idle session is a few hundred of them (its dialog, parsed URIs, MSRP
+    session, record...). With 10,000 sessions, full collections took hundreds of
+    milliseconds: the p99 latency spikes of bench/notes.md §2. `gc.freeze()` moves every
+    object alive at that moment to a permanent generation that collections never walk;
+    run once after start it leaves out every session set up later. So:
+
+    - after start: collect, freeze, and raise the generation-0 threshold from 700 to
+      20,000 allocations (a young collection every few messages is wasted work when most
+      objects die young, as a message's do);
+    - `tick()` (every second, from the node's GC loop): once `batch` sessions were created
+      since the last freeze, collect the young generations (bounded by the thresholds) and
+      freeze again, so sessions spend at most one batch in the collector's view and a full
+      collection never walks more than that. No full collection here: what is older is
+      mostly live sessions, and walking them to find little garbage is the very pause to
+      avoid;
+    - frozen objects are still freed by reference counting when their session ends (the
+      gateway breaks its session <-> MSRP handle cycle for that reason), but garbage in
+      reference cycles among frozen objects stays until `gc.unfreeze()`: once as many
+      sessions ended as are alive (and at least `batch`), unfreeze, collect everything and
+      freeze again: one full pause per turnover of the whole table, instead of one every
+      few thousand set-ups.
+    """
+
+    def __init__(self, counts: Callable[[], tuple[int, int, int]], *, batch: int = 1000) -> None:
+        self.counts = counts  # (sessions created, sessions ended, live sessions), totals
+        self.batch = batch
+        self.freezes = 0
+        self.reclaims = 0
+        self._created_at_freeze = 0
+        self._ended_at_reclaim = 0
+
+    def start(self) -> None:
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20000, 50, 100)
+        created, ended, _ = self.counts()
+        self._created_at_freeze, self._ended_at_reclaim = created, ended
+
+    def tick(self, *, force: bool = False) -> None:
+        """Freeze again after a batch of new sessions (`force`: now); reclaim when due."""
+        created, ended, live = self.counts()
+        reclaim = ended - self._ended_at_reclaim >= max(self.batch, live)
+        if not (force or reclaim or created - self._created_at_freeze >= self.batch):
+            return
+        started = time.perf_counter()
+        if reclaim:
+            gc.unfreeze()
+            gc.collect()
+            self.reclaims += 1
+            self._ended_at_reclaim = ended
+        else:
+            gc.collect(1)
+        gc.freeze()
+        self.freezes += 1
+        self._created_at_freeze = created
+        log.debug(
+            "gc: froze %d objects in %.1f ms",
+            gc.get_freeze_count(),
+            (time.perf_counter() - started) * 1000,
+        )
+
+
 class Node:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -139,12 +205,41 @@ class Node:
         self.bound: list[Address] = []
         self.stopping = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
+        self.gc_tuner = GcTuner(self._session_counts)
+        self._gc_ticker: asyncio.Task[None] | None = None
 
-    async def _handle(self, incoming: Any) -> None:
+    def _session_counts(self) -> tuple[int, int, int]:
+        """(sessions created, sessions ended, live sessions) for the GcTuner."""
+        gw = self.gateway
+        if gw is None:
+            return 0, 0, 0
+        counts = gw.counters
+        created = counts["sessions_created_msg_to_msrp"] + counts["sessions_created_answer"]
+        ended = sum(v for k, v in counts.items() if k.startswith("sessions_ended_"))
+        return created, ended, len(gw.sessions)
+
+    def tune_gc(self, interval: float = 1.0) -> None:
+        """The process-wide GC policy (GcTuner): freeze now, then check every `interval`
+        seconds whether a batch of new sessions is due to be frozen (run_node calls this;
+        a node embedded in another program leaves the process's GC alone)."""
+        self.gc_tuner.start()
+        self._gc_ticker = asyncio.create_task(self._gc_loop(interval))
+
+    async def _gc_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.gc_tuner.tick()
+            except Exception:  # never let GC tuning stop the node
+                log.exception("gc tuning failed")
+
+    def _handle(self, incoming: Any) -> Awaitable[None] | None:
+        """The SIP request handler: synchronous where the gateway needs no await (a MESSAGE
+        on an established session), so that the endpoint starts no task for it."""
         if self.gateway is None:
             incoming.respond(503, headers=[("Retry-After", str(self.cfg.gateway.retry_after))])
-            return
-        await self.gateway.handle(incoming)
+            return None
+        return self.gateway.handle(incoming)
 
     def _ready(self) -> bool | str:
         if self.gateway is None:
@@ -377,7 +472,7 @@ class Node:
         reg.callback(
             "msrpgw_queued_messages",
             "Page-mode messages waiting for the MSRP side, on this node.",
-            lambda: float(sum(len(s.queue) for s in list(gw.sessions.values()))),
+            lambda: float(sum(s.queued for s in list(gw.sessions.values()))),
         )
         reg.callback(
             "msrpgw_sessions_created_total",
@@ -539,6 +634,8 @@ class Node:
             await self.gateway.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._gc_ticker is not None:
+            self._gc_ticker.cancel()
         if self.registry is not None:
             with contextlib.suppress(Exception):
                 await self.registry.stop()
@@ -578,10 +675,8 @@ async def run_node(cfg: Config) -> int:
     node = Node(cfg)
     await node.start()
     # Long-lived objects (sessions, dialogs, listeners) out of the collector's way: full
-    # collections walking every session cost hundreds of ms at 10k sessions.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20000, 50, 100)
+    # collections walking every session cost hundreds of ms at 10k sessions (GcTuner).
+    node.tune_gc()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stopping.set)

@@ -9,13 +9,16 @@ import time
 from redis.exceptions import RedisError
 
 from gw.gateway import events as ev
-from gw.gateway.base import ALLOW, LOOP_HEADER, TOUCH_INTERVAL, log
+from gw.gateway.base import ALLOW, TOUCH_INTERVAL, log
 from gw.gateway.lifecycle import Lifecycle
 from gw.gateway.mapping import sip_to_msrp
 from gw.gateway.policy import Decision
 from gw.gateway.session import ACTIVE, GwSession
 from gw.msrp.endpoint import MsrpSessionError
 from gw.msrp.events import (
+    MessageAborted,
+    MessageDelivered,
+    MessageFailed,
     MessageReceived,
     ReportIgnored,
     RequestRejected,
@@ -31,7 +34,7 @@ from gw.sip.sdp import (
     negotiate_types,
     parse_sdp,
 )
-from gw.sip.uri import SipSyntaxError, parse_name_addr
+from gw.sip.uri import SipSyntaxError
 from gw.store.records import SessionRecord
 from gw.store.sessions import SessionNotFound
 
@@ -43,7 +46,8 @@ class SessionSide(Lifecycle):
             self._unavailable(incoming, "draining")
             return
         try:
-            media = find_msrp_media(parse_sdp(request.body))
+            offer = parse_sdp(request.body)
+            media = find_msrp_media(offer)
         except SdpError as exc:
             self._reject(incoming, 400, "Bad SDP", str(exc))
             return
@@ -104,14 +108,21 @@ class SessionSide(Lifecycle):
             log.warning("store unavailable: %s", exc)
             self._unavailable(incoming, "store")
             return
-        session = GwSession(key=decision.key, origin="answer", record=record, state=ACTIVE)
-        session.peer_types = list(media.accept_types)
+        session = GwSession(
+            key=decision.key,
+            origin="answer",
+            record=record,
+            state=ACTIVE,
+            call_id=request.call_id,
+            peer_types=self.types(media.accept_types),
+            sink=self._sink,
+        )
         handle = self.msrp.create_session(
             media.path,
             local_uri=local_uri,
             role=role,
             accept_types=types,
-            on_event=lambda e: self._msrp_event(session, e),
+            on_event=session.on_msrp_event,
             peer_accept_types=media.accept_types or None,
             peer_max_size=media.max_size,
             chunk_size=self.settings.chunk_size,
@@ -132,7 +143,7 @@ class SessionSide(Lifecycle):
             accept_types=types,
             accept_wrapped_types=self.settings.accept_wrapped_types,
             setup=setup,
-            offer_sdp=parse_sdp(request.body),
+            offer_sdp=offer,
         )
         incoming.respond(200, body=answer.to_bytes(), content_type="application/sdp")
         session.dialog = incoming.dialog
@@ -147,16 +158,21 @@ class SessionSide(Lifecycle):
             self._spawn(self._connect_answered(session))
 
     async def _connect_answered(self, session: GwSession) -> None:
-        assert session.msrp is not None
+        handle = session.msrp
+        if handle is None:
+            return  # ended meanwhile
         try:
-            await session.msrp.connect(timeout=self.settings.setup_timeout)
+            await handle.connect(timeout=self.settings.setup_timeout)
         except (MsrpSessionError, TimeoutError, OSError) as exc:
             log.info("cannot connect to MSRP peer: %s", exc, extra={"key": session.key})
             await self.end_session(session.key, "msrp connect failed")
 
     def _msrp_event(self, session: GwSession, event: SessionEvent) -> None:
+        """Events of the session's MSRP handle(s) (`GwSession.on_msrp_event`)."""
         if isinstance(event, MessageReceived):
             self._spawn(self._to_page(session, event))
+        elif isinstance(event, MessageDelivered | MessageFailed | MessageAborted):
+            self._msrp_outcome(session, event)
         elif isinstance(event, RequestRejected):
             self.counters[f"msrp_rejected_{event.code}"] += 1
             log.info(
@@ -195,14 +211,15 @@ class SessionSide(Lifecycle):
                 1  # the message still goes out: Redis is not in its path
             )
         try:
+            coords = self.coordinates(rec.msg_from, rec.msg_to, rec.msg_ruri)
             req = self.sip.new_request(
                 "MESSAGE",
-                rec.msg_ruri,
-                from_=parse_name_addr(f"<{rec.msg_from}>"),
-                to=parse_name_addr(f"<{rec.msg_to}>"),
+                coords.ruri,
+                from_=coords.from_,
+                to=coords.to,
                 body=msg.body,
                 content_type=msg.content_type,
-                headers=[(LOOP_HEADER, self.settings.node_id)],
+                headers=self._loop_headers,
             )
         except SipSyntaxError as exc:
             log.warning("bad MESSAGE coordinates: %s", exc, extra={"key": session.key})
@@ -216,16 +233,17 @@ class SessionSide(Lifecycle):
         if self.on_latency is not None:
             self.on_latency("msrp_to_page", time.perf_counter() - started)
         delivered = 200 <= response.status < 300
-        log.log(
-            logging.DEBUG if delivered else logging.INFO,
-            "msrp message %s (%d bytes %s) -> MESSAGE %d %s",
-            msg.message_id,
-            len(msg.body),
-            msg.content_type,
-            response.status,
-            response.reason,
-            extra={"key": session.key, "call_id": req.call_id},
-        )
+        if not delivered or log.isEnabledFor(logging.DEBUG):
+            log.log(
+                logging.DEBUG if delivered else logging.INFO,
+                "msrp message %s (%d bytes %s) -> MESSAGE %d %s",
+                msg.message_id,
+                len(msg.body),
+                msg.content_type,
+                response.status,
+                response.reason,
+                extra={"key": session.key, "call_id": req.call_id},
+            )
         if delivered:
             self.counters["msrp_to_page_delivered"] += 1
             if handle is not None and msg.success_report:
@@ -267,9 +285,10 @@ class SessionSide(Lifecycle):
         """A new offer: update the peer path and types (the MSRP session is re-created)."""
         request = incoming.request
         try:
-            media = find_msrp_media(parse_sdp(request.body)) if request.body else None
+            offer = parse_sdp(request.body) if request.body else None
+            media = find_msrp_media(offer) if offer is not None else None
         except SdpError:
-            media = None
+            offer = media = None
         if media is None or session.msrp is None:
             incoming.respond(488, "Not Acceptable Here")
             return
@@ -287,7 +306,7 @@ class SessionSide(Lifecycle):
                 local_uri=self.msrp.new_local_uri(),
                 role=role,
                 accept_types=types,
-                on_event=lambda e: self._msrp_event(session, e),
+                on_event=session.on_msrp_event,
                 peer_accept_types=media.accept_types or None,
                 peer_max_size=media.max_size,
                 chunk_size=self.settings.chunk_size,
@@ -297,7 +316,7 @@ class SessionSide(Lifecycle):
             # Closed after the swap: its SessionClosed must not end the session (_msrp_event).
             old.close("re-INVITE")
             local_uri = session.msrp.local_uri
-        session.peer_types = list(media.accept_types)
+        session.peer_types = self.types(media.accept_types)
         answer = build_msrp_answer(
             media,
             address=self.msrp.advertised_host,
@@ -305,7 +324,7 @@ class SessionSide(Lifecycle):
             path=[str(local_uri)],
             accept_types=types,
             setup=setup,
-            offer_sdp=parse_sdp(request.body),
+            offer_sdp=offer,
         )
         incoming.respond(200, body=answer.to_bytes(), content_type="application/sdp")
         with contextlib.suppress(RedisError, OSError):

@@ -5,21 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
-from collections.abc import AsyncIterator, Callable
+import sys
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.exceptions import RedisError
 
 from gw.cluster.registry import NodeRegistry
 from gw.cluster.rpc import Rpc
+from gw.gateway.mapping import msrp_to_sip
 from gw.gateway.policy import Policy
-from gw.gateway.session import GwSession, Outcome
+from gw.gateway.session import GwSession, Outcome, Pending
 from gw.msrp.endpoint import MsrpEndpoint
+from gw.msrp.events import MessageDelivered, MessageFailed, SessionEvent
+from gw.msrp.events import Outcome as MsrpOutcome
 from gw.sip.endpoint import IncomingRequest, SipEndpoint
 from gw.sip.message import Request, Response
-from gw.sip.uri import SipSyntaxError
+from gw.sip.uri import NameAddr, SipSyntaxError, SipUri, parse_name_addr, parse_uri
 from gw.store.events import EventBus
 from gw.store.sessions import SessionStore
 
@@ -29,6 +33,17 @@ TOUCH_INTERVAL = 1.0  # seconds between two deadline refreshes of one session, p
 
 LOOP_HEADER = "X-Msrp-Gw"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE"
+
+# Parsed page-mode coordinates kept for the busiest sessions (see GatewayBase.coordinates).
+COORDS_CACHE = 1024
+
+
+class Coordinates(NamedTuple):
+    """Where a session's MESSAGEs to the page-mode user go, parsed for `new_request`."""
+
+    ruri: SipUri
+    from_: NameAddr
+    to: NameAddr
 
 
 @dataclass
@@ -51,10 +66,14 @@ class GatewaySettings:
 
 
 class KeyLocks:
-    """One asyncio lock per key, kept only while someone holds or waits for it."""
+    """One asyncio lock per key, kept only while someone holds or waits for it (an idle
+    key costs nothing)."""
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
     @contextlib.asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
@@ -111,17 +130,63 @@ class GatewayBase:
         self.counters: Counter[str] = Counter()
         self.draining = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Page-mode messages on the MSRP side, by MSRP Message-ID, until their outcome event.
+        self._sending: dict[str, Pending] = {}
+        # Parsed coordinates of the sessions that send MESSAGEs most recently: parsed once
+        # per busy session, while an idle session keeps only its three strings (1.7 KB less).
+        self.coords_cache_size = COORDS_CACHE
+        self._coords: OrderedDict[tuple[str, str, str], Coordinates] = OrderedDict()
+        self._types: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._own_sent_by: tuple[tuple[Any, ...], frozenset[str]] | None = None
+        self._loop_headers = ((LOOP_HEADER, settings.node_id),)
+        self._sink = self._msrp_event  # one bound method, shared by every session
+
+    def _msrp_event(self, session: GwSession, event: SessionEvent) -> None:
+        raise NotImplementedError  # answer.py
+
+    def coordinates(self, msg_from: str, msg_to: str, msg_ruri: str) -> Coordinates:
+        """The parsed From/To/R-URI of MESSAGEs to the page-mode user (SipSyntaxError).
+
+        A small LRU: a session sending MESSAGEs parses its coordinates once, and idle
+        sessions do not keep the parsed objects (about 1.7 KB each) around."""
+        key = (msg_from, msg_to, msg_ruri)
+        cache = self._coords
+        coords = cache.get(key)
+        if coords is not None:
+            cache.move_to_end(key)
+            return coords
+        to = parse_name_addr(f"<{msg_to}>")
+        ruri = to.uri if msg_ruri == msg_to else parse_uri(msg_ruri)
+        coords = Coordinates(ruri, parse_name_addr(f"<{msg_from}>"), to)
+        cache[key] = coords
+        if len(cache) > self.coords_cache_size:
+            cache.popitem(last=False)
+        return coords
+
+    def types(self, values: Sequence[str]) -> tuple[str, ...]:
+        """An interned tuple of content types: sessions share one per distinct list."""
+        key = tuple(values)
+        found = self._types.get(key)
+        if found is None:
+            if len(self._types) >= 256:
+                return key
+            found = self._types[key] = tuple(sys.intern(v) for v in key)
+        return found
 
     def _own_via(self, request: Request) -> bool:
         """A request we sent that a proxy routed back to us carries our own Via below the top."""
-        ours = {
-            self.sip.host_for(t).strip("[]") + f":{a.port}"
-            for t, a in self.sip.transports.local.items()
-        }
         try:
             vias = request.vias[1:]
         except SipSyntaxError:
             return False
+        if not vias:
+            return False
+        local = tuple(self.sip.transports.local.items())
+        cached = self._own_sent_by
+        if cached is None or cached[0] != local:
+            ours = frozenset(self.sip.host_for(t).strip("[]") + f":{a.port}" for t, a in local)
+            cached = self._own_sent_by = (local, ours)
+        ours = cached[1]
         return any(v.sent_by in ours and (v.branch or "").startswith("z9hG4bK") for v in vias)
 
     def _reject(
@@ -158,11 +223,40 @@ class GatewayBase:
         if not incoming.final_sent:
             incoming.respond(outcome.status, outcome.reason, headers=outcome.headers)
 
+    @staticmethod
+    def _send_failed(session: GwSession, code: int) -> Outcome:
+        """The MESSAGE's answer for a failed SEND; a 415 says what the peer accepts."""
+        outcome = Outcome(*msrp_to_sip(code))
+        if outcome.status == 415 and session.peer_types:
+            outcome.headers.append(("Accept", ", ".join(session.peer_types)))
+        return outcome
+
+    def _msrp_outcome(self, session: GwSession, result: MsrpOutcome) -> None:
+        """The MSRP side's outcome of a page-mode message (its MESSAGE's answer)."""
+        pending = self._sending.pop(result.message_id, None)
+        if pending is None:
+            return  # not one of ours (or settled when it was refused at once)
+        if isinstance(result, MessageDelivered):
+            outcome = Outcome(200, "OK")
+            self.counters["page_to_msrp_delivered"] += 1
+        elif isinstance(result, MessageFailed):
+            outcome = self._send_failed(session, result.code)
+            self.counters[f"page_to_msrp_failed_{result.code}"] += 1
+        else:
+            outcome = Outcome(480, "MSRP Message Aborted")
+        if outcome.status >= 300:
+            log.info(
+                "message to MSRP failed: %s -> %d %s",
+                getattr(result, "code", "aborted"),
+                outcome.status,
+                outcome.reason,
+                extra={"key": session.key, "call_id": pending.call_id},
+            )
+        pending.settle(outcome)
+
     def _fail_queue(self, session: GwSession, outcome: Outcome) -> None:
-        while session.queue:
-            pending = session.pop()
-            if not pending.done.done():
-                pending.done.set_result(outcome)
+        while (pending := session.pop()) is not None:
+            pending.settle(outcome)
 
     def set_trace(self, key: str, on: bool) -> None:
         if on:
@@ -179,8 +273,8 @@ class GatewayBase:
     def _note_trace_ids(self, session: GwSession) -> None:
         if session.key not in self.traced or len(self.trace_call_ids) > 10000:
             return
-        if session.invite is not None:
-            self.trace_call_ids.add(session.invite.call_id)
+        if session.call_id:
+            self.trace_call_ids.add(session.call_id)
         if session.dialog is not None:
             self.trace_call_ids.add(session.dialog.call_id)
 

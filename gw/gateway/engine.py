@@ -7,6 +7,8 @@ the truth about delivery (reply_mode "confirm") or 202 at once ("accept").
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from gw.gateway.base import ALLOW, LOOP_HEADER, GatewaySettings
 from gw.gateway.page import PageSide
 from gw.gateway.policy import ANSWER, MSG_TO_MSRP, OPTIONS
@@ -18,30 +20,32 @@ __all__ = ["ALLOW", "LOOP_HEADER", "Gateway", "GatewaySettings"]
 class Gateway(PageSide):
     """The engine: routes each request to its side (OpenSIPS: the script calling the functions)."""
 
-    async def handle(self, incoming: IncomingRequest) -> None:
-        """The SIP endpoint's request handler."""
+    def handle(self, incoming: IncomingRequest) -> Awaitable[None] | None:
+        """The SIP endpoint's request handler. Work that needs no await is done here and
+        None returned; otherwise the coroutine to run is returned (the endpoint runs it as
+        a task), so a MESSAGE on an established session costs no task."""
         request = incoming.request
         method = request.method
         if method == "ACK":
-            return
+            return None
         if incoming.dialog is not None or request.to.tag is not None:
-            await self._in_dialog(incoming)
-            return
+            return self._in_dialog(incoming)
         if method == "CANCEL":
-            return  # answered by the endpoint
+            return None  # answered by the endpoint
         if request.get(LOOP_HEADER) is not None or self._own_via(request):
             self._reject(incoming, 482, "Loop Detected", "loop")
-            return
+            return None
         decision = self.policy.decide(request)
         if decision.action == OPTIONS:
             incoming.respond(200, headers=[("Allow", ALLOW), ("Accept", "*/*")])
         elif decision.action == MSG_TO_MSRP and method == "MESSAGE":
-            await self.msg_to_msrp(incoming, decision)
+            return self.msg_to_msrp(incoming, decision)
         elif decision.action == ANSWER and method == "INVITE":
-            await self.msrp_gw_answer(incoming, decision)
+            return self.msrp_gw_answer(incoming, decision)
         else:
             code = decision.code or 405
             headers = list(decision.headers)
             if code == 405:
                 headers.append(("Allow", ALLOW))
             self._reject(incoming, code, decision.reason or "Not Allowed", "policy", headers)
+        return None

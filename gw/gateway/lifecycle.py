@@ -69,11 +69,17 @@ class Lifecycle(GatewayBase):
 
     async def _forget(self, session: GwSession, reason: str) -> None:
         session.state = ENDING
-        if session.msrp is not None:
-            session.msrp.close(reason)
+        handle = session.msrp
+        if handle is not None:
+            # The handle's on_event refers to the session: dropping the reference back breaks
+            # the cycle, so the session is freed by reference counting even once gc.freeze()
+            # (gw.node.GcTuner) has put it where the cyclic collector never looks.
+            session.msrp = None
+            handle.close(reason)
+        session.invite = None
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
-        for call_id in (session.record.call_id, session.invite and session.invite.call_id):
+        for call_id in (session.record.call_id, session.call_id):
             if call_id and self.by_call_id.get(call_id) is session:
                 del self.by_call_id[call_id]
         with contextlib.suppress(RedisError, OSError):
@@ -87,6 +93,8 @@ class Lifecycle(GatewayBase):
     async def _rebuild(self, session: GwSession) -> bool:
         """Re-create the record of a live session Redis lost; if another node created the
         key meanwhile, that one wins and ours ends cleanly (BYE)."""
+        if session.state == ENDING:
+            return False  # ended while we were waiting for Redis: nothing to rebuild
         rec = session.record
         rec.owner = self.settings.node_id
         rec.state = "active" if session.state == ACTIVE else "setup"
@@ -174,7 +182,7 @@ class Lifecycle(GatewayBase):
                     "created": rec.created,
                     "last_message": rec.last_message,
                     "last_send": rec.last_send,
-                    "queued": len(local.queue) if local else None,
+                    "queued": local.queued if local else None,
                 }
             )
         return out

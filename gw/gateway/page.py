@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -13,15 +15,9 @@ from gw.cluster.rpc import NodeUnreachable
 from gw.gateway import events as ev
 from gw.gateway.answer import SessionSide
 from gw.gateway.base import LOOP_HEADER, TOUCH_INTERVAL, log
-from gw.gateway.mapping import msrp_to_sip
 from gw.gateway.policy import Decision
 from gw.gateway.session import ACTIVE, ENDING, GwSession, Outcome, PageMessage, Pending
 from gw.msrp.endpoint import MsrpSessionError
-from gw.msrp.endpoint import Session as MsrpHandle
-from gw.msrp.events import (
-    MessageDelivered,
-    MessageFailed,
-)
 from gw.sip.endpoint import IncomingRequest
 from gw.sip.message import Request, Response
 from gw.sip.sdp import (
@@ -38,15 +34,19 @@ from gw.store.sessions import SessionNotFound
 
 
 class PageSide(SessionSide):
-    async def msg_to_msrp(self, incoming: IncomingRequest, decision: Decision) -> None:
+    def msg_to_msrp(self, incoming: IncomingRequest, decision: Decision) -> Awaitable[None] | None:
+        """An out-of-dialog MESSAGE. On the key's local, established session it is queued
+        for the MSRP side at once and answered from its outcome's callback (no task per
+        message); otherwise this returns the coroutine of the slow path (forwarding to the
+        owner, taking over, setting a session up), which the SIP endpoint runs as a task."""
         request = incoming.request
         ctype = request.content_type
         if not ctype:
             self._reject(incoming, 400, "Missing Content-Type", "bad message")
-            return
+            return None
         if not request.body:
             self._reject(incoming, 400, "Empty Message Body", "bad message")
-            return
+            return None
         types = decision.content_types or self.settings.content_types
         if not mime_matches(ctype, types):
             self._reject(
@@ -56,11 +56,19 @@ class PageSide(SessionSide):
                 "content type",
                 [("Accept", ", ".join(types))],
             )
-            return
+            return None
         if self.draining:
             self._unavailable(incoming, "draining")
-            return
+            return None
         started = time.perf_counter()
+        session = self._ready_session(decision.key)
+        if session is not None:
+            result = self._submit(session, request.body, ctype, request.call_id)
+            if isinstance(result, Outcome):
+                self._reply_page(incoming, started, result)
+            else:
+                result.add_done_callback(functools.partial(self._page_done, incoming, started))
+            return None
         page = PageMessage(
             key=decision.key,
             body=request.body,
@@ -71,12 +79,43 @@ class PageSide(SessionSide):
             ruri=decision.ruri or str(request.uri),
             content_types=list(types),
         )
-        outcome = await self.route_page(page)
+        return self._route_and_reply(incoming, started, page)
+
+    async def _route_and_reply(
+        self, incoming: IncomingRequest, started: float, page: PageMessage
+    ) -> None:
+        self._reply_page(incoming, started, await self.route_page(page))
+
+    def _page_done(
+        self, incoming: IncomingRequest, started: float, done: asyncio.Future[Outcome]
+    ) -> None:
+        if done.cancelled():
+            return
+        try:
+            self._reply_page(incoming, started, done.result())
+        except Exception:
+            log.exception("cannot answer MESSAGE")
+
+    def _reply_page(self, incoming: IncomingRequest, started: float, outcome: Outcome) -> None:
         if self.on_latency is not None:
             self.on_latency("page_to_msrp", time.perf_counter() - started)
         if outcome.status == 503 and not any(h == "Retry-After" for h, _ in outcome.headers):
             outcome.headers.append(("Retry-After", str(self.settings.retry_after)))
         self._answer(incoming, outcome)
+
+    def _ready_session(self, key: str) -> GwSession | None:
+        """The key's local session when a message can go to it without any await: not
+        being created, not ending, and its deadline refreshed within TOUCH_INTERVAL."""
+        if key in self._creating:
+            return None
+        session = self.sessions.get(key)
+        if (
+            session is None
+            or session.state == ENDING
+            or time.time() - session.touched_page >= TOUCH_INTERVAL
+        ):
+            return None
+        return session
 
     async def route_page(self, page: PageMessage) -> Outcome:
         """Deliver on the local session, forward to the owner, or take the key over."""
@@ -109,7 +148,7 @@ class PageSide(SessionSide):
                     session = None
             if session is not None:
                 return await self._deliver_local(session, page)
-        # Slow path, one at a time per key on this node: a concurrent MESSAGE or a forwarded
+        # Slower path, one at a time per key on this node: a concurrent MESSAGE or a forwarded
         # one must find the session this path creates, never start a second leg.
         async with self._key_locks.hold(key):
             found = await self._own_or_route(page)
@@ -156,41 +195,55 @@ class PageSide(SessionSide):
         return Outcome(503, "Session Owner Unreachable", [("Retry-After", "1")])
 
     async def _deliver_local(self, session: GwSession, page: PageMessage) -> Outcome:
+        result = self._submit(session, page.body, page.content_type, page.call_id)
+        if isinstance(result, Outcome):
+            return result
+        return await result
+
+    def _submit(
+        self, session: GwSession, body: bytes, content_type: str, call_id: str
+    ) -> Outcome | asyncio.Future[Outcome]:
+        """Queue a page-mode message on the session (and send it when the session is up).
+
+        Returns the answer when it is known at once (415, 503, 202 in accept mode), else
+        the future of its outcome: the MSRP side's (`_msrp_outcome`), or 408 once
+        `delivery_timeout` passes (a loop timer, no task)."""
         if (
             session.state == ACTIVE
             and session.peer_types
-            and not mime_matches(page.content_type, session.peer_types)
+            and not mime_matches(content_type, session.peer_types)
         ):
             self.counters["rejected_415"] += 1
             return Outcome(
                 415, "Unsupported Media Type", [("Accept", ", ".join(session.peer_types))]
             )
         s = self.settings
-        if (
-            len(session.queue) >= s.max_queued_messages
-            or session.queued_bytes + len(page.body) > s.max_queued_bytes
+        if session.queued >= s.max_queued_messages or session.queued_bytes + len(body) > (
+            s.max_queued_bytes
         ):
             self.counters["queue_full"] += 1
             return Outcome(503, "Queue Full", [("Retry-After", str(s.retry_after))])
         loop = asyncio.get_running_loop()
-        pending = Pending(page.body, page.content_type, loop.create_future(), page.call_id)
+        pending = Pending(body, content_type, loop.create_future(), call_id)
         session.enqueue(pending)
         self.counters["page_messages_in"] += 1
         if session.state == ACTIVE:
             self._flush(session)
         if s.reply_mode == "accept":
-            self._spawn(self._await_for_event(session, pending))
+            pending.done.add_done_callback(functools.partial(self._accepted_done, session))
             return Outcome(202, "Accepted")
-        try:
-            return await asyncio.wait_for(asyncio.shield(pending.done), s.delivery_timeout)
-        except TimeoutError:
-            outcome = Outcome(408, "Delivery Timeout")
-            with contextlib.suppress(ValueError):
-                session.queue.remove(pending)
-                session.queued_bytes -= pending.size
-            if not pending.done.done():
-                pending.done.set_result(outcome)
-            return outcome
+        if not pending.done.done():
+            pending.timer = loop.call_later(
+                s.delivery_timeout, self._delivery_timeout, session, pending
+            )
+        return pending.done
+
+    def _delivery_timeout(self, session: GwSession, pending: Pending) -> None:
+        pending.timer = None
+        if pending.done.done():
+            return
+        session.unqueue(pending)  # still waiting for the session: it never will be sent
+        pending.settle(Outcome(408, "Delivery Timeout"))
 
     async def _forward(self, owner: str, page: PageMessage) -> Outcome | None:
         """Hand the MESSAGE to the owner node and answer with its outcome (ARCHITECTURE §4);
@@ -226,18 +279,23 @@ class PageSide(SessionSide):
             return {"ok": ok}
         return {"error": f"unknown op {op!r}"}
 
-    async def _await_for_event(self, session: GwSession, pending: Pending) -> None:
-        outcome = await pending.done
+    def _accepted_done(self, session: GwSession, done: asyncio.Future[Outcome]) -> None:
+        """Accept mode: the MESSAGE got 202; a failure is counted and published."""
+        if done.cancelled():
+            return
+        outcome = done.result()
         if outcome.status >= 300:
             self.counters[f"page_answer_{outcome.status}"] += 1
-            await self._publish(
-                ev.DELIVERY_FAILED,
-                {
-                    "key": session.key,
-                    "direction": "page_to_msrp",
-                    "code": outcome.status,
-                    "reason": outcome.reason,
-                },
+            self._spawn(
+                self._publish(
+                    ev.DELIVERY_FAILED,
+                    {
+                        "key": session.key,
+                        "direction": "page_to_msrp",
+                        "code": outcome.status,
+                        "reason": outcome.reason,
+                    },
+                )
             )
 
     async def _create_outbound(self, page: PageMessage) -> GwSession | None:
@@ -273,13 +331,11 @@ class PageSide(SessionSide):
             record.state = "setup"
             record.origin = "msg_to_msrp"
             record.content_types = list(page.content_types or self.settings.content_types)
-        session = GwSession(key=page.key, origin="msg_to_msrp", record=record)
+        session = GwSession(key=page.key, origin="msg_to_msrp", record=record, sink=self._sink)
         self.sessions[page.key] = session
         session.trace = page.key in self.traced
         self.counters["sessions_created_msg_to_msrp"] += 1
-        session.setup_task = asyncio.create_task(self._setup(session, page, fresh))
-        self._tasks.add(session.setup_task)
-        session.setup_task.add_done_callback(self._tasks.discard)
+        self._spawn(self._setup(session, page, fresh))  # not kept on the session: it ends
         return session
 
     async def _setup(self, session: GwSession, page: PageMessage, fresh: bool) -> None:
@@ -305,6 +361,7 @@ class PageSide(SessionSide):
             headers=[("Contact", f"<{self.sip.contact_uri('UDP')}>"), (LOOP_HEADER, s.node_id)],
         )
         session.invite = invite
+        session.call_id = invite.call_id
         self.by_call_id[invite.call_id] = session
         self._note_trace_ids(session)
         code: int | None = None
@@ -332,6 +389,7 @@ class PageSide(SessionSide):
                     status = 408
                 raise _SetupFailed(status, response.reason if code else "No Answer From MSRP Side")
             session.dialog = dialog
+            session.invite = None  # only a CANCEL needed it: the dialog has what BYE needs
             await self._start_msrp_leg(session, response, local_uri, setup)
         except _SetupFailed as exc:
             await self._setup_failed(session, exc.status, exc.reason, code, reason)
@@ -385,13 +443,13 @@ class PageSide(SessionSide):
         except SdpError:
             await self._bye(session)
             raise _SetupFailed(488, "Incompatible a=setup") from None
-        session.peer_types = list(media.accept_types)
+        session.peer_types = self.types(media.accept_types)
         handle = self.msrp.create_session(
             media.path,
             local_uri=local_uri,
             role="active" if active else "passive",
             accept_types=session.record.content_types,
-            on_event=lambda e: self._msrp_event(session, e),
+            on_event=session.on_msrp_event,
             peer_accept_types=media.accept_types or None,
             peer_max_size=media.max_size,
             chunk_size=self.settings.chunk_size,
@@ -457,56 +515,24 @@ class PageSide(SessionSide):
         await self.sip.request(req)
 
     def _flush(self, session: GwSession) -> None:
-        """Hand queued messages to the MSRP session in order; outcomes resolve their futures."""
+        """Hand queued messages to the MSRP session in order; their outcomes come as events
+        of the session's MSRP handle (`_msrp_outcome`), which settle their futures."""
         handle = session.msrp
         if handle is None or session.state != ACTIVE:
             return
-        while session.queue:
-            pending = session.pop()
+        report = True if self.settings.require_success_report else None
+        while (pending := session.pop()) is not None:
             if pending.done.done():
                 continue
             try:
-                msg = handle.send_nowait(
-                    pending.body,
-                    pending.content_type,
-                    success_report=True if self.settings.require_success_report else None,
-                )
+                msg = handle.send_nowait(pending.body, pending.content_type, success_report=report)
             except (MsrpSessionError, ValueError) as exc:
                 code = getattr(exc, "code", 413)
-                pending.done.set_result(self._send_failed(session, code))
+                pending.settle(self._send_failed(session, code))
                 continue
-            self._spawn(self._track(session, handle, msg, pending))
-
-    @staticmethod
-    def _send_failed(session: GwSession, code: int) -> Outcome:
-        """The MESSAGE's answer for a failed SEND; a 415 says what the peer accepts."""
-        outcome = Outcome(*msrp_to_sip(code))
-        if outcome.status == 415 and session.peer_types:
-            outcome.headers.append(("Accept", ", ".join(session.peer_types)))
-        return outcome
-
-    async def _track(
-        self, session: GwSession, handle: MsrpHandle, msg: Any, pending: Pending
-    ) -> None:
-        result = await handle.outcome(msg)
-        if isinstance(result, MessageDelivered):
-            outcome = Outcome(200, "OK")
-            self.counters["page_to_msrp_delivered"] += 1
-        elif isinstance(result, MessageFailed):
-            outcome = self._send_failed(session, result.code)
-            self.counters[f"page_to_msrp_failed_{result.code}"] += 1
-        else:
-            outcome = Outcome(480, "MSRP Message Aborted")
-        if outcome.status >= 300:
-            log.info(
-                "message to MSRP failed: %s -> %d %s",
-                getattr(result, "code", "aborted"),
-                outcome.status,
-                outcome.reason,
-                extra={"key": session.key, "call_id": pending.call_id},
-            )
-        if not pending.done.done():
-            pending.done.set_result(outcome)
+            self._sending[msg.message_id] = pending
+            if msg.outcome is not None:  # refused at once: its event went by before this
+                self._msrp_outcome(session, msg.outcome)
 
 
 class _SetupFailed(Exception):

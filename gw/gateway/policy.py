@@ -23,7 +23,7 @@ OPTIONS = "options"
 REJECT = "reject"
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """What to do with one out-of-dialog request.
 

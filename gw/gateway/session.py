@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gw.msrp.endpoint import Session as MsrpHandle
+from gw.msrp.events import SessionEvent
 from gw.sip.dialog import Dialog
 from gw.sip.message import Request
 from gw.sip.uri import parse_name_addr
@@ -18,7 +20,7 @@ ACTIVE = "active"
 ENDING = "ending"
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """The answer a page-mode MESSAGE gets: its SIP status, reason and extra headers."""
 
@@ -27,21 +29,32 @@ class Outcome:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
-    """A page-mode message waiting for (or in) delivery on the MSRP side."""
+    """A page-mode message waiting for (or in) delivery on the MSRP side.
+
+    `done` gets its outcome exactly once, through `settle` (which also stops the
+    delivery timer, when one runs)."""
 
     body: bytes
     content_type: str
     done: asyncio.Future[Outcome]
     call_id: str = ""
+    timer: asyncio.TimerHandle | None = None
 
     @property
     def size(self) -> int:
         return len(self.body)
 
+    def settle(self, outcome: Outcome) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.done.done():
+            self.done.set_result(outcome)
 
-@dataclass
+
+@dataclass(slots=True)
 class PageMessage:
     """A page-mode MESSAGE as the gateway needs it, also as sent between nodes."""
 
@@ -82,28 +95,68 @@ _WIRE = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class GwSession:
+    """One session this node owns, kept small: a node holds many idle ones.
+
+    Only what the session still needs is kept: the parsed INVITE (`invite`) only while
+    it may have to be CANCELled (until the dialog is up), the message queue only while
+    messages wait in it. The MSRP handle's on_event is `on_msrp_event`, a bound method
+    (no closure per session)."""
+
     key: str
     origin: str
     record: SessionRecord
     state: str = SETUP
     dialog: Dialog | None = None
-    invite: Request | None = None
+    invite: Request | None = None  # our INVITE, until its dialog is up (CANCEL needs it)
+    call_id: str = ""  # of the INVITE that set the session up (ours or the peer's)
     msrp: MsrpHandle | None = None
-    queue: deque[Pending] = field(default_factory=deque)
+    queue: deque[Pending] | None = None  # created on the first queued message, dropped empty
     queued_bytes: int = 0
-    peer_types: list[str] = field(default_factory=list)
-    setup_task: asyncio.Task[None] | None = None
+    peer_types: tuple[str, ...] = ()
     trace: bool = False
     touched_page: float = 0.0  # wall clock of the last deadline refresh, per side
     touched_msrp: float = 0.0
+    sink: Callable[[GwSession, SessionEvent], None] | None = None  # the gateway's handler
+
+    @property
+    def queued(self) -> int:
+        return 0 if self.queue is None else len(self.queue)
 
     def enqueue(self, pending: Pending) -> None:
+        if self.queue is None:
+            self.queue = deque()
         self.queue.append(pending)
         self.queued_bytes += pending.size
 
-    def pop(self) -> Pending:
-        pending = self.queue.popleft()
+    def pop(self) -> Pending | None:
+        """The oldest queued message, or None (the emptied queue is dropped)."""
+        queue = self.queue
+        if not queue:
+            self.queue = None
+            return None
+        pending = queue.popleft()
         self.queued_bytes -= pending.size
+        if not queue:
+            self.queue = None
         return pending
+
+    def unqueue(self, pending: Pending) -> bool:
+        """Take `pending` out of the queue if it still waits there."""
+        queue = self.queue
+        if queue is None:
+            return False
+        try:
+            queue.remove(pending)
+        except ValueError:
+            return False
+        self.queued_bytes -= pending.size
+        if not queue:
+            self.queue = None
+        return True
+
+    def on_msrp_event(self, event: SessionEvent) -> None:
+        """The MSRP handle's on_event: hands the event to the gateway with this session."""
+        if self.sink is not None:
+            self.sink(self, event)

@@ -1,0 +1,229 @@
+"""The gateway in this process (gw.node.Node on the test's loop, a private Redis): what it
+costs per message and keeps per idle session, which a node process does not show.
+
+- a MESSAGE on an established session runs no gateway task (answered from a callback);
+- SEND -> MESSAGE parses a session's coordinates once, not per message;
+- an idle session keeps neither its INVITE, nor a queue, a task, a lock or a closure;
+- an ended session is freed by reference counting (no cycle left for the collector);
+- GcTuner freezes after a batch of new sessions and reclaims after a turnover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tempfile
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from gw.config import Config
+from gw.gateway import base as gateway_base
+from gw.gateway.base import KeyLocks
+from gw.gateway.session import GwSession
+from gw.node import GcTuner, Node
+from tests.gateway.test_bad_input import PageUser
+from tests.support.msrp_user import MsrpUser
+from tests.support.redis_server import RedisServer
+
+KEY = "alice@127.0.0.1-bob@127.0.0.1"
+# Tasks the gateway itself would start for a message (the SIP endpoint runs a request
+# handler's coroutine in SipEndpoint._guard).
+GATEWAY_TASKS = ("SipEndpoint._guard", "PageSide.", "SessionSide.", "Lifecycle.", "GatewayBase.")
+
+
+class InProcess:
+    """The node, addressed like tests.support.node.GatewayProcess (`sip(transport)`)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def sip(self, transport: str) -> tuple[str, int]:
+        for addr in self.node.bound:
+            if addr.transport == transport.upper():
+                return addr.host, addr.port
+        raise KeyError(transport)
+
+    def output(self) -> str:
+        return "(in-process node)"
+
+    @property
+    def gw(self) -> Any:
+        assert self.node.gateway is not None
+        return self.node.gateway
+
+
+@pytest.fixture
+def state_dir() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="gw-inproc-") as path:
+        yield path
+
+
+@pytest.fixture
+async def node(
+    redis_server: RedisServer, msrp_user: MsrpUser, page: PageUser, state_dir: str
+) -> AsyncIterator[InProcess]:
+    cfg = Config()
+    cfg.node.id = "gw-inproc"
+    cfg.node.state_dir = state_dir
+    cfg.store.url = redis_server.url
+    cfg.sip.listen = ["udp:127.0.0.1:0"]
+    cfg.sip.t1, cfg.sip.t2 = 0.1, 0.4
+    cfg.msrp.listen = "msrp://127.0.0.1:0;tcp"
+    cfg.mgmt.listen = "127.0.0.1:0"
+    cfg.gateway.ruri_rewrite = f"sip:{{user}}@127.0.0.1:{msrp_user.sip_port}"
+    cfg.gateway.delivery_timeout = 5
+    cfg.validate()
+    n = Node(cfg)
+    await n.start()
+    try:
+        yield InProcess(n)
+    finally:
+        await n.stop()
+
+
+class TaskCounter:
+    def __init__(self) -> None:
+        self.names: Counter[str] = Counter()
+
+    def __call__(
+        self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+    ) -> asyncio.Future[Any]:
+        self.names[getattr(coro, "__qualname__", type(coro).__name__)] += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    def gateway_tasks(self) -> dict[str, int]:
+        return {k: v for k, v in self.names.items() if k.startswith(GATEWAY_TASKS)}
+
+
+async def test_message_on_an_established_session_starts_no_gateway_task(
+    node: InProcess, msrp_user: MsrpUser, page: PageUser
+) -> None:
+    first = await page.message(node, msrp_user.uri("bob"), b"set up")
+    assert first.status == 200
+    counter = TaskCounter()
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(counter)
+    try:
+        for i in range(10):
+            response = await page.message(node, msrp_user.uri("bob"), f"m{i}".encode())
+            assert response.status == 200
+    finally:
+        loop.set_task_factory(None)
+    received = await msrp_user.wait_for(11)
+    assert [r.body for r in received[1:]] == [f"m{i}".encode() for i in range(10)]
+    # Only a message due to refresh the deadline in Redis (once a second per session) runs
+    # as a task (the endpoint's _guard around the gateway's coroutine), as before.
+    tasks = counter.gateway_tasks()
+    assert set(tasks) <= {"SipEndpoint._guard"} and tasks.get("SipEndpoint._guard", 0) <= 2, (
+        counter.names
+    )
+    gw = node.gw
+    assert gw._sending == {} and len(gw._key_locks) == 0
+
+
+async def test_idle_session_keeps_no_invite_queue_task_or_lock(
+    node: InProcess, msrp_user: MsrpUser, page: PageUser
+) -> None:
+    response = await page.message(node, msrp_user.uri("bob"), b"hello")
+    assert response.status == 200
+    await asyncio.sleep(0.1)
+    gw = node.gw
+    session: GwSession = gw.sessions[KEY]
+    assert session.invite is None, "the INVITE is dropped once the dialog is up"
+    assert session.dialog is not None and session.call_id == session.dialog.call_id
+    assert gw.by_call_id[session.call_id] is session
+    assert session.queue is None and session.queued == 0 and session.queued_bytes == 0
+    assert not hasattr(session, "__dict__"), "slots"
+    assert gw._sending == {} and len(gw._key_locks) == 0 and not gw._creating
+    assert not [t for t in gw._tasks if not t.done()], "no task per idle session"
+    assert session.peer_types == ("text/plain",)
+    # Sessions share one interned tuple per distinct list of types.
+    assert gw.types(["text/plain"]) is session.peer_types
+
+
+async def test_ended_session_is_freed_without_the_cyclic_collector(
+    node: InProcess, msrp_user: MsrpUser, page: PageUser
+) -> None:
+    response = await page.message(node, msrp_user.uri("bob"), b"hello")
+    assert response.status == 200
+    gw = node.gw
+    gc.collect()
+    gc.disable()
+    try:
+        assert await gw.end_session(KEY, "test")
+        await asyncio.sleep(0.3)
+        left = [o for o in gc.get_objects() if isinstance(o, GwSession)]
+        assert left == [], "an ended session must not wait for the cyclic GC"
+    finally:
+        gc.enable()
+
+
+async def test_send_to_message_parses_the_coordinates_once(
+    node: InProcess, msrp_user: MsrpUser, page: PageUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[str] = []
+    real = gateway_base.parse_name_addr
+
+    def counting(text: str) -> Any:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(gateway_base, "parse_name_addr", counting)
+    status, handle = await msrp_user.call(node.sip("udp"), to=page.aor("alice"))
+    assert status == 200 and handle is not None
+    for i in range(5):
+        outcome = await handle.send(f"s{i}".encode(), "text/plain")
+        assert type(outcome).__name__ == "MessageDelivered"
+    messages = await page.wait_for(5)
+    # (each SEND is its own MESSAGE transaction: the first waits for the deadline touch)
+    assert sorted(m.body for m in messages) == [f"s{i}".encode() for i in range(5)]
+    assert len(parsed) == 2, parsed  # From and To once; the R-URI is the To URI
+    first = messages[0]
+    assert first.from_.uri.user == "bob" and first.to.uri.user == "alice"
+    assert len({m.from_.tag for m in messages}) == 5, "a fresh From tag per MESSAGE"
+
+
+async def test_key_locks_keep_nothing_per_idle_key() -> None:
+    locks = KeyLocks()
+    order: list[int] = []
+
+    async def user(i: int) -> None:
+        async with locks.hold("k"):
+            order.append(i)
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(user(i) for i in range(3)))
+    assert order == [0, 1, 2] and len(locks) == 0
+
+
+@pytest.fixture
+def restore_gc() -> Iterator[None]:
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+def test_gc_tuner_freezes_after_a_batch_and_reclaims_after_a_turnover(
+    restore_gc: None,
+) -> None:
+    counts = [0, 0, 0]  # created, ended, live
+    tuner = GcTuner(lambda: (counts[0], counts[1], counts[2]), batch=10)
+    tuner.start()
+    assert gc.get_threshold()[0] == 20000 and gc.get_freeze_count() > 0
+    counts[:] = [9, 0, 9]
+    tuner.tick()
+    assert tuner.freezes == 0, "not a batch yet"
+    counts[:] = [10, 0, 10]
+    tuner.tick()
+    assert tuner.freezes == 1 and tuner.reclaims == 0
+    tuner.tick()
+    assert tuner.freezes == 1, "nothing new since"
+    counts[:] = [30, 25, 5]  # ended >= max(batch, live): reclaim what is frozen
+    tuner.tick()
+    assert tuner.reclaims == 1 and tuner.freezes == 2
+    tuner.tick(force=True)
+    assert tuner.freezes == 3 and tuner.reclaims == 1
