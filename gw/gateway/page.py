@@ -135,17 +135,10 @@ class PageSide(SessionSide):
             await asyncio.shield(creating)
         session = self.sessions.get(key)
         if session is not None and session.state != ENDING:
-            try:
-                now = time.time()
-                # Deadlines are hours away: one touch a second per session is exact enough
-                # and keeps Redis off the path of most MESSAGEs in a busy conversation.
-                if now - session.touched_page >= TOUCH_INTERVAL:
-                    await self.store.touch(key, page_message=True, now=now)
-                    session.touched_page = now
-            except SessionNotFound:
-                # Redis lost it (restart without persistence): we hold the live session.
-                if not await self._rebuild(session):
-                    session = None
+            # Deadlines are hours away: one touch a second per session is exact enough
+            # and keeps Redis off the path of most MESSAGEs in a busy conversation.
+            if time.time() - session.touched_page >= TOUCH_INTERVAL:
+                session = await self._refresh(session)
             if session is not None:
                 return await self._deliver_local(session, page)
         # Slower path, one at a time per key on this node: a concurrent MESSAGE or a forwarded
@@ -155,6 +148,38 @@ class PageSide(SessionSide):
         if isinstance(found, Outcome):
             return found
         return await self._deliver_local(found, page)
+
+    async def _refresh(self, session: GwSession) -> GwSession | None:
+        """Push the session's deadline in Redis; the session to deliver on, or None.
+
+        MESSAGEs arriving while a refresh is in flight wait for that one instead of sending
+        their own: replies on different pooled connections could come back in another
+        order and the MESSAGEs would go out on MSRP out of their order of arrival. Waiters
+        resume in arrival order, each after the one before it was queued."""
+        touching = session.touching
+        if touching is not None:
+            await asyncio.shield(touching)
+        else:
+            touching = session.touching = asyncio.get_running_loop().create_future()
+            now = time.time()
+            try:
+                await self.store.touch(session.key, page_message=True, now=now)
+                session.touched_page = now
+            except SessionNotFound:
+                # Redis lost it (restart without persistence): we hold the live session.
+                if not await self._rebuild(session):
+                    return None
+            except (RedisError, OSError) as exc:
+                touching.set_exception(exc)  # the waiters fail like this one (503)
+                touching.exception()  # retrieved: no "never retrieved" log without waiters
+                raise
+            finally:
+                session.touching = None
+                if not touching.done():
+                    touching.set_result(None)
+        if self.sessions.get(session.key) is not session or session.state == ENDING:
+            return None
+        return session
 
     async def _own_or_route(self, page: PageMessage) -> GwSession | Outcome:
         """Find or make the owned session for the key, or forward to its live owner. Called

@@ -118,6 +118,7 @@ class GwSession:
     trace: bool = False
     touched_page: float = 0.0  # wall clock of the last deadline refresh, per side
     touched_msrp: float = 0.0
+    touching: asyncio.Future[None] | None = None  # the page-side refresh in flight, if any
     sink: Callable[[GwSession, SessionEvent], None] | None = None  # the gateway's handler
 
     @property

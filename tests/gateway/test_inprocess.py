@@ -227,3 +227,31 @@ def test_gc_tuner_freezes_after_a_batch_and_reclaims_after_a_turnover(
     assert tuner.reclaims == 1 and tuner.freezes == 2
     tuner.tick(force=True)
     assert tuner.freezes == 3 and tuner.reclaims == 1
+
+
+async def test_messages_keep_their_order_while_a_deadline_refresh_is_slow(
+    node: InProcess, msrp_user: MsrpUser, page: PageUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first MESSAGE due to refresh the deadline waits for Redis; the ones behind it
+    wait for that same refresh (one touch, not five) and go out on MSRP after it, in order."""
+    assert (await page.message(node, msrp_user.uri("bob"), b"set up")).status == 200
+    gw = node.gw
+    real = gw.store.touch
+    calls = 0
+
+    async def slow_first(key: str, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0.3)  # a slow reply (another pooled connection is faster)
+        await real(key, **kwargs)
+
+    monkeypatch.setattr(gw.store, "touch", slow_first)
+    gw.sessions[KEY].touched_page = 0.0  # due now
+    responses = await asyncio.gather(
+        *(page.message(node, msrp_user.uri("bob"), f"o{i}".encode()) for i in range(5))
+    )
+    assert [r.status for r in responses] == [200] * 5
+    received = await msrp_user.wait_for(6)
+    assert [r.body for r in received[1:]] == [f"o{i}".encode() for i in range(5)]
+    assert calls == 1
