@@ -118,10 +118,7 @@ class Lifecycle(GatewayBase):
         keys = [k for k, s in self.sessions.items() if s.state == ACTIVE]
         for start in range(0, len(keys), 500):
             batch = keys[start : start + 500]
-            async with self.store.redis.pipeline(transaction=False) as pipe:
-                for key in batch:
-                    pipe.exists(self.store.keys.session(key))
-                found = await pipe.execute()
+            found = await self.store.existing(batch)
             for key, exists in zip(batch, found, strict=True):
                 session = self.sessions.get(key)
                 if not exists and session is not None and session.state == ACTIVE:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.gateway.test_bad_input import EventWatch, PageUser
+from tests.support.page_user import EventWatch, PageUser
 from tests.support.redis_server import RedisServer
 
 

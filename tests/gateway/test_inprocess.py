@@ -24,8 +24,8 @@ from gw.gateway import base as gateway_base
 from gw.gateway.base import KeyLocks
 from gw.gateway.session import GwSession
 from gw.node import GcTuner, Node
-from tests.gateway.test_bad_input import PageUser
 from tests.support.msrp_user import MsrpUser
+from tests.support.page_user import PageUser
 from tests.support.redis_server import RedisServer
 
 KEY = "alice@127.0.0.1-bob@127.0.0.1"

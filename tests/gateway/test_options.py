@@ -12,10 +12,10 @@ import pytest
 from redis.asyncio import Redis
 
 from gw.msrp.events import MessageDelivered
-from tests.gateway.test_bad_input import EventWatch, PageUser
 from tests.gateway.test_e2e import start_gateway
 from tests.support.msrp_user import MsrpUser
 from tests.support.node import GatewayProcess
+from tests.support.page_user import EventWatch, PageUser
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.interop
