@@ -11,13 +11,11 @@ import os
 import signal
 import ssl
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from gw import __version__
 from gw.cluster.registry import NodeRegistry
@@ -28,6 +26,7 @@ from gw.gateway.policy import Policy, load_hook, split_types
 from gw.mgmt.http import MgmtServer
 from gw.mgmt.mi import MiError, MiParams, param_str
 from gw.msrp.endpoint import MsrpEndpoint
+from gw.node_metrics import CountingRedis, register_metrics
 from gw.sip.endpoint import EndpointConfig, SipEndpoint
 from gw.sip.message import Limits
 from gw.sip.transaction import Address, Timers
@@ -51,44 +50,6 @@ def tls_contexts(cfg: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext]:
         client.check_hostname = False
         client.verify_mode = ssl.CERT_NONE
     return server, client
-
-
-class _CountingRedis(Redis):
-    """The node's store client: counts failed commands (msrpgw_store_errors_total).
-
-    Pipelines and pub/sub connections bypass `execute_command` and are not counted here.
-    """
-
-    errors = 0
-    observe: Callable[[float], None] | None = None  # command latency, seconds
-
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-            if self.observe is not None:
-                self.observe(time.perf_counter() - started)
-            return result
-        except NoScriptError:
-            raise  # EVALSHA before the script is cached: the script helper loads it and retries
-        except (RedisError, OSError):
-            self.errors += 1
-            raise
-
-
-# Request methods we label by name; anything else from the wire is "other" (bounded series).
-_SIP_METHODS = frozenset(
-    {
-        *("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "REGISTER", "INFO"),
-        *("UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH"),
-    }
-)
-
-
-def _by_prefix(counts: Mapping[str, int], prefix: str) -> dict[str, float]:
-    """{suffix: count} for the counter names `prefix<suffix>` (e.g. setup_failed_486)."""
-    n = len(prefix)
-    return {k[n:]: float(v) for k, v in counts.items() if k.startswith(prefix) and k[n:]}
 
 
 class GcTuner:
@@ -256,7 +217,7 @@ class Node:
             url = await asyncio.to_thread(self.embedded.start)
             log.info("embedded store started at %s", url)
         self.store_url = url
-        self.redis = connect(url, redis_class=_CountingRedis)
+        self.redis = connect(url, redis_class=CountingRedis)
         g = cfg.gateway
         store = SessionStore(
             self.redis,
@@ -383,223 +344,11 @@ class Node:
         self.msrp.tracer = msrp_tracer
 
     def _register_metrics(self) -> None:
-        """Scrape-time views of the gateway's, SIP's and MSRP's counters (no hot-path cost)."""
-        gw, sip, msrp, reg = self.gateway, self.sip, self.msrp, self.mgmt.metrics
-        assert gw is not None
-        counts: Counter[str] = gw.counters
-        redis = self.redis
-        latency = reg.histogram(
-            "msrpgw_delivery_latency_seconds",
-            "Time from receiving a message to knowing its outcome on the other side, by direction.",
-            ["direction"],
-        )
-        to_msrp, to_page = latency.labels("page_to_msrp"), latency.labels("msrp_to_page")
-        gw.on_latency = lambda direction, seconds: (
-            to_msrp if direction == "page_to_msrp" else to_page
-        ).observe(seconds)
-        redis_latency = reg.histogram(
-            "msrpgw_redis_command_seconds", "Latency of single Redis commands (not pipelines)."
-        )
-        if isinstance(redis, _CountingRedis):
-            redis.observe = redis_latency.observe
-        registry = self.registry
-        if registry is not None:
-            reg.callback(
-                "msrpgw_heartbeat_age_seconds",
-                "Seconds since this node last refreshed its heartbeat in Redis.",
-                lambda: min(registry.heartbeat_age, 1e9),
-            )
-        reg.callback(
-            "msrpgw_forwarded_to_owner_total",
-            "MESSAGEs this node forwarded to the session's owner node.",
-            lambda: float(counts["forwarded_to_owner"]),
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_sessions_taken_over_total",
-            "Sessions of dead nodes this node took over.",
-            lambda: float(counts["sessions_taken_over"]),
-            kind="counter",
-        )
-
-        def sessions_by_state() -> dict[str, float]:
-            out = dict.fromkeys(("setup", "active", "ending"), 0.0)
-            for session in list(gw.sessions.values()):
-                out[session.state] = out.get(session.state, 0.0) + 1
-            return out
-
-        def translated() -> dict[tuple[str, str], float]:
-            out: dict[tuple[str, str], float] = {}
-            for direction in ("page_to_msrp", "msrp_to_page"):
-                out[direction, "delivered"] = float(counts[f"{direction}_delivered"])
-                failed = _by_prefix(counts, f"{direction}_failed_")
-                out[direction, "failed"] = sum(failed.values())
-            return out
-
-        def failures() -> dict[tuple[str, str], float]:
-            return {
-                (direction, code): value
-                for direction in ("page_to_msrp", "msrp_to_page")
-                for code, value in _by_prefix(counts, f"{direction}_failed_").items()
-            }
-
-        def sip_methods() -> dict[str, float]:
-            out: dict[str, float] = {}
-            for method, value in list(sip.stats.requests_in.items()):
-                label = method if method in _SIP_METHODS else "other"
-                out[label] = out.get(label, 0.0) + value
-            return out
-
-        def msrp_refused() -> dict[str, float]:
-            # Refused outside a session (the endpoint's stats) plus inside one (the gateway's).
-            out = _by_prefix(msrp.stats, "rejected_")
-            for code, value in _by_prefix(counts, "msrp_rejected_").items():
-                out[code] = out.get(code, 0.0) + value
-            return out
-
-        reg.callback(
-            "msrpgw_info",
-            "Constant 1, labelled with the version and the node id.",
-            lambda: {(__version__, self.cfg.node.id): 1.0},
-            ["version", "node"],
-        )
-        reg.callback(
-            "msrpgw_sessions",
-            "Sessions this node owns, by state.",
-            sessions_by_state,
-            ["state"],
-        )
-        reg.callback(
-            "msrpgw_queued_messages",
-            "Page-mode messages waiting for the MSRP side, on this node.",
-            lambda: float(sum(s.queued for s in list(gw.sessions.values()))),
-        )
-        reg.callback(
-            "msrpgw_sessions_created_total",
-            "Sessions created, by origin (msg_to_msrp: a MESSAGE; answer: an INVITE).",
-            lambda: {
-                origin: float(counts[f"sessions_created_{origin}"])
-                for origin in ("msg_to_msrp", "answer")
-            },
-            ["origin"],
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_sessions_ended_total",
-            "Sessions ended, by reason (bye, mi, expired, shutdown, setup_failed, ...).",
-            lambda: _by_prefix(counts, "sessions_ended_"),
-            ["reason"],
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_session_setup_failures_total",
-            "msg_to_msrp session setups that failed, by the SIP code the MESSAGEs got.",
-            lambda: _by_prefix(counts, "setup_failed_"),
-            ["code"],
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_page_messages_received_total",
-            "Page-mode MESSAGEs accepted for translation to MSRP.",
-            lambda: float(counts["page_messages_in"]),
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_msrp_messages_received_total",
-            "Complete MSRP messages received for translation to page mode.",
-            lambda: float(counts["msrp_messages_in"]),
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_messages_translated_total",
-            "Messages handed to the other side, by direction and outcome on that side.",
-            translated,
-            ["direction", "outcome"],
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_message_failures_total",
-            "Messages the other side refused, by direction and status code (MSRP code for "
-            "page_to_msrp, SIP code for msrp_to_page).",
-            failures,
-            ["direction", "code"],
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_page_replies_total",
-            "Final responses to page-mode MESSAGEs after delivery was attempted (confirm mode), "
-            "by SIP code.",
-            lambda: _by_prefix(counts, "page_answer_"),
-            ["code"],
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_requests_rejected_total",
-            "Requests the gateway refused before translating (bad input, policy, loops, "
-            "overload), by SIP code.",
-            lambda: _by_prefix(counts, "rejected_"),
-            ["code"],
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_sip_requests_received_total",
-            "SIP requests received, by method.",
-            sip_methods,
-            ["method"],
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_sip_responses_sent_total",
-            "SIP responses sent, by status code.",
-            lambda: {str(k): float(v) for k, v in list(sip.stats.responses_out.items())},
-            ["code"],
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_sip_responses_received_total",
-            "SIP responses received, by status code.",
-            lambda: {str(k): float(v) for k, v in list(sip.stats.responses_in.items())},
-            ["code"],
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_sip_parse_errors_total",
-            "SIP messages that could not be parsed.",
-            lambda: float(sip.stats.parse_errors),
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_sip_transaction_timeouts_total",
-            "SIP client transactions that timed out.",
-            lambda: float(sip.stats.timeouts),
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_sip_transport_errors_total",
-            "SIP messages that could not be sent.",
-            lambda: float(sip.stats.transport_errors),
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_msrp_requests_refused_total",
-            "MSRP requests we refused (no such session, bad From-Path, too big, ...), by MSRP "
-            "status code.",
-            msrp_refused,
-            ["code"],
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_msrp_unmatched_responses_total",
-            "MSRP responses that matched no request of ours.",
-            lambda: float(msrp.stats["unmatched_responses"]),
-            kind="counter",
-        )
-        reg.callback(
-            "msrpgw_store_errors_total",
-            "Store (Redis) commands that failed.",
-            lambda: float(redis.errors if isinstance(redis, _CountingRedis) else 0),
-            kind="counter",
-        )
+        assert self.gateway is not None
+        register_metrics(
+            self.mgmt.metrics, self.gateway, self.sip, self.msrp, self.redis, self.registry,
+            self.cfg.node.id,
+        )  # fmt: skip
 
     async def _sweep_loop(self) -> None:
         assert self.gateway is not None

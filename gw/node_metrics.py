@@ -1,0 +1,251 @@
+"""The node's Prometheus views: scrape-time callbacks over the counters the gateway, SIP and
+MSRP layers keep anyway, so the hot path pays nothing for metrics (docs/operations.md lists
+every series)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from gw import __version__
+from gw.cluster.registry import NodeRegistry
+from gw.gateway.engine import Gateway
+from gw.mgmt.metrics import Registry
+from gw.msrp.endpoint import MsrpEndpoint
+from gw.sip.endpoint import SipEndpoint
+from gw.store.client import StoreClient
+
+
+class CountingRedis(Redis):
+    """The node's store client: counts failed commands (msrpgw_store_errors_total).
+
+    Pipelines and pub/sub connections bypass `execute_command` and are not counted here.
+    """
+
+    errors = 0
+    observe: Callable[[float], None] | None = None  # command latency, seconds
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            if self.observe is not None:
+                self.observe(time.perf_counter() - started)
+            return result
+        except NoScriptError:
+            raise  # EVALSHA before the script is cached: the script helper loads it and retries
+        except (RedisError, OSError):
+            self.errors += 1
+            raise
+
+
+# Request methods we label by name; anything else from the wire is "other" (bounded series).
+_SIP_METHODS = frozenset(
+    {
+        *("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "REGISTER", "INFO"),
+        *("UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH"),
+    }
+)
+
+
+def _by_prefix(counts: Mapping[str, int], prefix: str) -> dict[str, float]:
+    """{suffix: count} for the counter names `prefix<suffix>` (e.g. setup_failed_486)."""
+    n = len(prefix)
+    return {k[n:]: float(v) for k, v in counts.items() if k.startswith(prefix) and k[n:]}
+
+
+# Plain counters of the gateway: (series, help, counter name).
+_GATEWAY_COUNTERS = (
+    ("msrpgw_forwarded_to_owner_total", "MESSAGEs this node forwarded to the session's owner node.",
+     "forwarded_to_owner"),
+    ("msrpgw_sessions_taken_over_total", "Sessions of dead nodes this node took over.",
+     "sessions_taken_over"),
+    ("msrpgw_page_messages_received_total", "Page-mode MESSAGEs accepted for translation to MSRP.",
+     "page_messages_in"),
+    ("msrpgw_msrp_messages_received_total",
+     "Complete MSRP messages received for translation to page mode.", "msrp_messages_in"),
+)  # fmt: skip
+
+# Gateway counters named `<prefix><label value>`: (series, help, label, prefix).
+_GATEWAY_LABELLED = (
+    ("msrpgw_sessions_ended_total",
+     "Sessions ended, by reason (bye, mi, expired, shutdown, setup_failed, ...).",
+     "reason", "sessions_ended_"),
+    ("msrpgw_session_setup_failures_total",
+     "msg_to_msrp session setups that failed, by the SIP code the MESSAGEs got.",
+     "code", "setup_failed_"),
+    ("msrpgw_page_replies_total",
+     "Final responses to page-mode MESSAGEs after delivery was attempted (confirm mode), "
+     "by SIP code.", "code", "page_answer_"),
+    ("msrpgw_requests_rejected_total",
+     "Requests the gateway refused before translating (bad input, policy, loops, overload), "
+     "by SIP code.", "code", "rejected_"),
+)  # fmt: skip
+
+# SIP endpoint statistics: (series, help, attribute of SipEndpoint.stats).
+_SIP_COUNTERS = (
+    ("msrpgw_sip_parse_errors_total", "SIP messages that could not be parsed.", "parse_errors"),
+    ("msrpgw_sip_transaction_timeouts_total", "SIP client transactions that timed out.",
+     "timeouts"),
+    ("msrpgw_sip_transport_errors_total", "SIP messages that could not be sent.",
+     "transport_errors"),
+)  # fmt: skip
+
+
+def register_metrics(
+    reg: Registry,
+    gw: Gateway,
+    sip: SipEndpoint,
+    msrp: MsrpEndpoint,
+    redis: StoreClient | None,
+    registry: NodeRegistry | None,
+    node_id: str,
+) -> None:
+    """Register every series of the node on `reg` and hook the latency histograms."""
+    counts = gw.counters
+    latency = reg.histogram(
+        "msrpgw_delivery_latency_seconds",
+        "Time from receiving a message to knowing its outcome on the other side, by direction.",
+        ["direction"],
+    )
+    to_msrp, to_page = latency.labels("page_to_msrp"), latency.labels("msrp_to_page")
+    gw.on_latency = lambda direction, seconds: (
+        to_msrp if direction == "page_to_msrp" else to_page
+    ).observe(seconds)
+    redis_latency = reg.histogram(
+        "msrpgw_redis_command_seconds", "Latency of single Redis commands (not pipelines)."
+    )
+    if isinstance(redis, CountingRedis):
+        redis.observe = redis_latency.observe
+    if registry is not None:
+        reg.callback(
+            "msrpgw_heartbeat_age_seconds",
+            "Seconds since this node last refreshed its heartbeat in Redis.",
+            lambda: min(registry.heartbeat_age, 1e9),
+        )
+
+    def counter(name: str) -> Callable[[], float]:
+        return lambda: float(counts[name])
+
+    def labelled(prefix: str) -> Callable[[], dict[str, float]]:
+        return lambda: _by_prefix(counts, prefix)
+
+    def sip_stat(attr: str) -> Callable[[], float]:
+        return lambda: float(getattr(sip.stats, attr))
+
+    for name, doc, key in _GATEWAY_COUNTERS:
+        reg.callback(name, doc, counter(key), kind="counter")
+    for name, doc, label, prefix in _GATEWAY_LABELLED:
+        reg.callback(name, doc, labelled(prefix), [label], kind="counter")
+    for name, doc, attr in _SIP_COUNTERS:
+        reg.callback(name, doc, sip_stat(attr), kind="counter")
+
+    def sessions_by_state() -> dict[str, float]:
+        out = dict.fromkeys(("setup", "active", "ending"), 0.0)
+        for session in list(gw.sessions.values()):
+            out[session.state] = out.get(session.state, 0.0) + 1
+        return out
+
+    def translated() -> dict[tuple[str, str], float]:
+        out: dict[tuple[str, str], float] = {}
+        for direction in ("page_to_msrp", "msrp_to_page"):
+            out[direction, "delivered"] = float(counts[f"{direction}_delivered"])
+            out[direction, "failed"] = sum(_by_prefix(counts, f"{direction}_failed_").values())
+        return out
+
+    def failures() -> dict[tuple[str, str], float]:
+        return {
+            (direction, code): value
+            for direction in ("page_to_msrp", "msrp_to_page")
+            for code, value in _by_prefix(counts, f"{direction}_failed_").items()
+        }
+
+    def sip_methods() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for method, value in list(sip.stats.requests_in.items()):
+            label = method if method in _SIP_METHODS else "other"
+            out[label] = out.get(label, 0.0) + value
+        return out
+
+    def msrp_refused() -> dict[str, float]:
+        # Refused outside a session (the endpoint's stats) plus inside one (the gateway's).
+        out = _by_prefix(msrp.stats, "rejected_")
+        for code, value in _by_prefix(counts, "msrp_rejected_").items():
+            out[code] = out.get(code, 0.0) + value
+        return out
+
+    def codes(attr: str) -> Callable[[], dict[str, float]]:
+        def read() -> dict[str, float]:
+            table: Mapping[int, int] = getattr(sip.stats, attr)
+            return {str(k): float(v) for k, v in list(table.items())}
+
+        return read
+
+    reg.callback(
+        "msrpgw_info",
+        "Constant 1, labelled with the version and the node id.",
+        lambda: {(__version__, node_id): 1.0},
+        ["version", "node"],
+    )
+    reg.callback("msrpgw_sessions", "Sessions this node owns, by state.", sessions_by_state,
+                 ["state"])  # fmt: skip
+    reg.callback(
+        "msrpgw_queued_messages",
+        "Page-mode messages waiting for the MSRP side, on this node.",
+        lambda: float(sum(s.queued for s in list(gw.sessions.values()))),
+    )
+    reg.callback(
+        "msrpgw_sessions_created_total",
+        "Sessions created, by origin (msg_to_msrp: a MESSAGE; answer: an INVITE).",
+        lambda: {
+            origin: float(counts[f"sessions_created_{origin}"])
+            for origin in ("msg_to_msrp", "answer")
+        },
+        ["origin"],
+        kind="counter",
+    )
+    reg.callback(
+        "msrpgw_messages_translated_total",
+        "Messages handed to the other side, by direction and outcome on that side.",
+        translated,
+        ["direction", "outcome"],
+        kind="counter",
+    )
+    reg.callback(
+        "msrpgw_message_failures_total",
+        "Messages the other side refused, by direction and status code (MSRP code for "
+        "page_to_msrp, SIP code for msrp_to_page).",
+        failures,
+        ["direction", "code"],
+        kind="counter",
+    )
+    reg.callback("msrpgw_sip_requests_received_total", "SIP requests received, by method.",
+                 sip_methods, ["method"], kind="counter")  # fmt: skip
+    reg.callback("msrpgw_sip_responses_sent_total", "SIP responses sent, by status code.",
+                 codes("responses_out"), ["code"], kind="counter")  # fmt: skip
+    reg.callback("msrpgw_sip_responses_received_total", "SIP responses received, by status code.",
+                 codes("responses_in"), ["code"], kind="counter")  # fmt: skip
+    reg.callback(
+        "msrpgw_msrp_requests_refused_total",
+        "MSRP requests we refused (no such session, bad From-Path, too big, ...), by MSRP "
+        "status code.",
+        msrp_refused,
+        ["code"],
+        kind="counter",
+    )
+    reg.callback(
+        "msrpgw_msrp_unmatched_responses_total",
+        "MSRP responses that matched no request of ours.",
+        lambda: float(msrp.stats["unmatched_responses"]),
+        kind="counter",
+    )
+    reg.callback(
+        "msrpgw_store_errors_total",
+        "Store (Redis) commands that failed.",
+        lambda: float(redis.errors if isinstance(redis, CountingRedis) else 0),
+        kind="counter",
+    )
