@@ -10,6 +10,7 @@ ACK for 2xx and its retransmissions (§13.2.2.4).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import itertools
 import logging
@@ -223,9 +224,7 @@ class SipEndpoint:
             raise SipTransportError(f"unsupported transport {transport}")
         host = uri.params.get("maddr") or uri.host
         port = uri.port or (5061 if transport == "TLS" else 5060)
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
+        if not _is_ip_literal(host):
             loop = asyncio.get_running_loop()
             try:
                 infos = await loop.getaddrinfo(host, port)
@@ -320,6 +319,8 @@ class SipEndpoint:
                 tcp = Address("TCP", dest.host, dest.port)
                 response = await self._request_on(request, tcp, on_provisional, fallback=dest)
                 return response
+            # The Via added for sizing is the one sent (a fresh branch either way).
+            return await self._request_on(request, dest, on_provisional, via_added=True)
         return await self._request_on(request, dest, on_provisional)
 
     async def _request_on(
@@ -328,8 +329,11 @@ class SipEndpoint:
         dest: Address,
         on_provisional: Callable[[Response], None] | None,
         fallback: Address | None = None,
+        *,
+        via_added: bool = False,
     ) -> Response:
-        self._add_via(request, dest)
+        if not via_added:
+            self._add_via(request, dest)
         try:
             key, events = self.layer.send_request(request, dest, self.now())
         except ValueError as exc:
@@ -707,6 +711,15 @@ class SipEndpoint:
         self._timer = None
         self._dispatch(self.layer.on_timer(self.now()))
         self._arm()
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _as_name_addr(value: NameAddr | str) -> NameAddr:

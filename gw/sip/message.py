@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from gw.sip.uri import (
     NameAddr,
@@ -197,16 +198,42 @@ _REASONS = {
 }
 
 
+_CLASS_REASONS = {1: "Provisional", 2: "OK", 3: "Redirect"}
+
+
 def reason_phrase(code: int) -> str:
-    return _REASONS.get(code, {1: "Provisional", 2: "OK", 3: "Redirect"}.get(code // 100, "Error"))
+    reason = _REASONS.get(code)
+    return reason if reason is not None else _CLASS_REASONS.get(code // 100, "Error")
+
+
+# Spellings seen so far -> canonical name. Only valid header names (tokens) are kept, so a
+# hit also tells parse_head that the name is well-formed; bounded against peers sending
+# ever new names.
+_NAME_CACHE: dict[str, str] = {}
+_NAME_CACHE_MAX = 2048
 
 
 def canonical_name(name: str) -> str:
     """Expand compact forms and normalise case, so lookups are by one spelling."""
+    canon = _NAME_CACHE.get(name)
+    if canon is not None:
+        return canon
     low = name.lower()
     if len(low) == 1 and low in COMPACT_FORMS:
-        return COMPACT_FORMS[low]
-    return _CANONICAL.get(low) or "-".join(p.capitalize() for p in name.split("-"))
+        canon = COMPACT_FORMS[low]
+    else:
+        canon = _CANONICAL.get(low) or "-".join(p.capitalize() for p in name.split("-"))
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX and _HEADER_NAME.fullmatch(name):
+        _NAME_CACHE[name] = canon
+    return canon
+
+
+for _name in _CANONICAL.values():
+    _NAME_CACHE[_name] = _NAME_CACHE[_name.lower()] = _name
+for _short, _name in COMPACT_FORMS.items():
+    _NAME_CACHE[_short] = _NAME_CACHE[_short.upper()] = _name
+del _short, _name
+_MULTI_CANONICAL = frozenset(_CANONICAL[name] for name in _MULTI)
 
 
 @dataclass(frozen=True)
@@ -229,14 +256,25 @@ class SipParseError(Exception):
 
 @dataclass(eq=False)
 class SipMessage:
-    """Headers are an ordered list of (canonical name, raw value) pairs."""
+    """Headers are an ordered list of (canonical name, raw value) pairs.
+
+    The typed views (`vias`, `top_via`, `from_`, `to`, `call_id`, `cseq`, `contacts`,
+    `routes`, `record_routes`) are parsed on first use and cached. `set`, `add`, `remove`,
+    `remove_first_via`, `replace_top_via` and assigning a new `headers` list keep the cache
+    right; code that edits the `headers` list in place must call `forget_views()`.
+    """
 
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    # Parsed views, valid while `_views_of` is `headers` (so a new list drops them).
+    _views: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+    _views_of: list[tuple[str, str]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     # -- header access ------------------------------------------------------
     def get(self, name: str) -> str | None:
-        key = canonical_name(name)
+        key = _NAME_CACHE.get(name) or canonical_name(name)
         for k, v in self.headers:
             if k == key:
                 return v
@@ -244,14 +282,15 @@ class SipMessage:
 
     def get_all(self, name: str) -> list[str]:
         """All values, comma-split for headers that allow combining (§7.3.1)."""
-        key = canonical_name(name)
+        key = _NAME_CACHE.get(name) or canonical_name(name)
         values = [v for k, v in self.headers if k == key]
-        if key.lower() in _MULTI:
+        if key in _MULTI_CANONICAL:
             return [part for v in values for part in split_commas(v)]
         return values
 
     def set(self, name: str, value: str) -> None:
         """Replace every occurrence with one value, kept at the first one's position."""
+        self._views = None
         key = canonical_name(name)
         for i, (k, _) in enumerate(self.headers):
             if k == key:
@@ -261,6 +300,7 @@ class SipMessage:
         self.headers.append((key, value))
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
+        self._views = None
         entry = (canonical_name(name), value)
         if first:
             self.headers.insert(0, entry)
@@ -268,10 +308,12 @@ class SipMessage:
             self.headers.append(entry)
 
     def remove(self, name: str) -> None:
+        self._views = None
         key = canonical_name(name)
         self.headers = [(k, v) for k, v in self.headers if k != key]
 
     def remove_first_via(self) -> None:
+        self._views = None
         for i, (k, v) in enumerate(self.headers):
             if k == "Via":
                 parts = split_commas(v)
@@ -281,45 +323,111 @@ class SipMessage:
                     del self.headers[i]
                 return
 
+    def replace_top_via(self, via: Via) -> None:
+        """Write `via` over the first Via value (e.g. stamped with received/rport)."""
+        for i, (name, value) in enumerate(self.headers):
+            if name == "Via":
+                parts = split_commas(value)
+                parts[0] = str(via)
+                self.headers[i] = (name, ", ".join(parts))
+                break
+        else:
+            return
+        views = self._cached()
+        vias = views.pop("vias", None)
+        if vias:
+            views["vias"] = (via, *vias[1:])
+        views["top_via"] = via
+
+    def forget_views(self) -> None:
+        """Drop the parsed views: after editing `headers` in place, or to free their memory
+        when a message is kept but no longer read (they are parsed again on demand)."""
+        self._views = None
+
+    def _cached(self) -> dict[str, Any]:
+        views = self._views
+        if views is None or self._views_of is not self.headers:
+            views = self._views = {}
+            self._views_of = self.headers
+        return views
+
     # -- typed views ----------------------------------------------------------
     @property
     def vias(self) -> list[Via]:
-        return [parse_via(v) for v in self.get_all("Via")]
+        views = self._cached()
+        vias: tuple[Via, ...] | None = views.get("vias")
+        if vias is None:
+            vias = views["vias"] = tuple([parse_via(v) for v in self.get_all("Via")])
+        return list(vias)
 
     @property
     def top_via(self) -> Via:
-        values = self.get_all("Via")
-        if not values:
-            raise SipSyntaxError("no Via")
-        return parse_via(values[0])
+        views = self._cached()
+        via: Via | None = views.get("top_via")
+        if via is None:
+            vias: tuple[Via, ...] | None = views.get("vias")
+            if vias is not None:
+                if not vias:
+                    raise SipSyntaxError("no Via")
+                via = vias[0]
+            else:
+                values = self.get_all("Via")
+                if not values:
+                    raise SipSyntaxError("no Via")
+                via = parse_via(values[0])
+            views["top_via"] = via
+        return via
 
     @property
     def from_(self) -> NameAddr:
-        return parse_name_addr(self._required("From"))
+        views = self._cached()
+        value: NameAddr | None = views.get("from")
+        if value is None:
+            value = views["from"] = parse_name_addr(self._required("From"))
+        return value
 
     @property
     def to(self) -> NameAddr:
-        return parse_name_addr(self._required("To"))
+        views = self._cached()
+        value: NameAddr | None = views.get("to")
+        if value is None:
+            value = views["to"] = parse_name_addr(self._required("To"))
+        return value
 
     @property
     def call_id(self) -> str:
-        return self._required("Call-ID")
+        views = self._cached()
+        value: str | None = views.get("call_id")
+        if value is None:
+            value = views["call_id"] = self._required("Call-ID")
+        return value
 
     @property
     def cseq(self) -> tuple[int, str]:
-        return parse_cseq(self._required("CSeq"))
+        views = self._cached()
+        value: tuple[int, str] | None = views.get("cseq")
+        if value is None:
+            value = views["cseq"] = parse_cseq(self._required("CSeq"))
+        return value
 
     @property
     def contacts(self) -> list[NameAddr]:
-        return [parse_name_addr(v) for v in self.get_all("Contact")]
+        return self._name_addrs("Contact")
 
     @property
     def record_routes(self) -> list[NameAddr]:
-        return [parse_name_addr(v) for v in self.get_all("Record-Route")]
+        return self._name_addrs("Record-Route")
 
     @property
     def routes(self) -> list[NameAddr]:
-        return [parse_name_addr(v) for v in self.get_all("Route")]
+        return self._name_addrs("Route")
+
+    def _name_addrs(self, name: str) -> list[NameAddr]:
+        views = self._cached()
+        values: tuple[NameAddr, ...] | None = views.get(name)
+        if values is None:
+            values = views[name] = tuple([parse_name_addr(v) for v in self.get_all(name)])
+        return list(values)
 
     @property
     def content_type(self) -> str | None:
@@ -338,13 +446,21 @@ class SipMessage:
 
     def to_bytes(self) -> bytes:
         """Serialize; Content-Length is always written last, from the actual body."""
-        lines = [self.start_line()]
-        for k, v in self.headers:
-            if "\r" in k or "\n" in k or "\r" in v or "\n" in v:
-                raise ValueError(f"CR/LF in header {k!r}: would inject header lines")
-        lines.extend(f"{k}: {v}" for k, v in self.headers if k != "Content-Length")
-        lines.append(f"Content-Length: {len(self.body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
+        headers = self.headers
+        lines = [f"{k}: {v}" for k, v in headers if k != "Content-Length"]
+        head = "\r\n".join(lines)
+        # One CR and one LF between lines and none inside them, or a header (maybe a
+        # Content-Length one, left out above) needs the per-header check.
+        n = len(lines) - 1
+        if len(lines) != len(headers) or head.count("\n") != n or head.count("\r") != n:
+            for k, v in headers:
+                if "\r" in k or "\n" in k or "\r" in v or "\n" in v:
+                    raise ValueError(f"CR/LF in header {k!r}: would inject header lines")
+        if lines:
+            head = f"{self.start_line()}\r\n{head}\r\nContent-Length: {len(self.body)}\r\n\r\n"
+        else:
+            head = f"{self.start_line()}\r\nContent-Length: {len(self.body)}\r\n\r\n"
+        return head.encode("utf-8") + self.body
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
@@ -493,7 +609,7 @@ def parse_head(head: bytes, limits: Limits = Limits()) -> Request | Response:
     # The first problem found; raised once the headers are read, so that the partial
     # message carries Via/From/To/Call-ID/CSeq and a 400 can still be addressed.
     error: SipParseError | None = None
-    m = _STATUS.fullmatch(start)
+    m = _STATUS.fullmatch(start) if start.startswith("SIP/") else None
     if m:
         version, code, reason = m.groups()
         msg = Response(status=int(code), reason=reason, version=f"SIP/{version}")
@@ -511,32 +627,45 @@ def parse_head(head: bytes, limits: Limits = Limits()) -> Request | Response:
             error = SipParseError(400, "Bad Request Line")
         else:
             method, uri_text, version = m.groups()
-            msg = Request(method=method, version=f"SIP/{version}")
             try:
-                msg.uri = parse_uri(uri_text)
+                uri = parse_uri(uri_text)
             except SipSyntaxError as exc:
+                msg = Request(method=method, version=f"SIP/{version}")
                 error = SipParseError(400, f"Bad Request-URI: {exc}")
             else:
-                if msg.uri.is_sip and msg.uri.headers is not None:
+                msg = Request(method=method, uri=uri, version=f"SIP/{version}")
+                if uri.is_sip and uri.headers is not None:
                     # §19.1.1: no headers in a Request-URI (RFC 4475 §3.1.2.11 escruri).
                     error = SipParseError(400, "Headers In Request-URI")
-    try:
-        folded = list(_unfold(raw_lines[1:]))
-    except SipSyntaxError as exc:
-        raise SipParseError(400, str(exc), msg) from None
+    if "\n " in text or "\n\t" in text:
+        try:
+            folded = list(_unfold(raw_lines[1:]))
+        except SipSyntaxError as exc:
+            raise SipParseError(400, str(exc), msg) from None
+    else:
+        folded = raw_lines[1:]  # no continuation lines
     if len(folded) > limits.max_headers:
         error = error or SipParseError(400, "Too Many Headers")
         folded = folded[: limits.max_headers]
+    max_length = limits.max_header_length
+    append = msg.headers.append
+    names = _NAME_CACHE
     for line in folded:
-        if len(line) > limits.max_header_length:
+        if len(line) > max_length:
             error = error or SipParseError(400, "Header Too Long")
             continue
         name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not _HEADER_NAME.fullmatch(name):
+        if not colon:
             error = error or SipParseError(400, f"Malformed Header Line {line[:40]!r}")
             continue
-        msg.headers.append((canonical_name(name), value.strip(" \t")))
+        canon = names.get(name)  # a known spelling is a valid name
+        if canon is None:
+            name = name.rstrip(" \t")
+            if not _HEADER_NAME.fullmatch(name):
+                error = error or SipParseError(400, f"Malformed Header Line {line[:40]!r}")
+                continue
+            canon = canonical_name(name)
+        append((canon, value.strip(" \t")))
     if error is not None:
         error.partial = msg
         raise error
@@ -560,40 +689,61 @@ _SINGLE_VALUED = (
 )
 
 
+_MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
 def _validate(msg: Request | Response) -> None:
-    """Mandatory headers and their syntax (§8.1.1), so later code can rely on them."""
+    """Mandatory headers and their syntax (§8.1.1), so later code can rely on them.
+
+    The parsed values are what the typed views return afterwards (they are cached).
+    """
     try:
-        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-            if msg.get(name) is None:
+        first: dict[str, str] = {}  # first value of each header
+        repeated: set[str] = set()
+        via_values: list[str] = []
+        for k, v in msg.headers:
+            if k in first:
+                repeated.add(k)
+            else:
+                first[k] = v
+            if k == "Via":
+                via_values.append(v)
+        for name in _MANDATORY:
+            if name not in first:
                 raise SipSyntaxError(f"Missing {name}")
-        for name in _SINGLE_VALUED:
-            if len([1 for k, _ in msg.headers if k == name]) > 1:
-                raise SipSyntaxError(f"Duplicate {name}")
-        msg.vias  # noqa: B018 - parse for syntax
-        if msg.from_.wildcard or msg.to.wildcard:
+        if repeated:
+            for name in _SINGLE_VALUED:
+                if name in repeated:
+                    raise SipSyntaxError(f"Duplicate {name}")
+        views = msg._cached()
+        via_values = [v for value in via_values for v in split_commas(value)]  # all split first
+        views["vias"] = tuple([parse_via(v) for v in via_values])
+        frm = views["from"] = parse_name_addr(first["From"])
+        to = views["to"] = parse_name_addr(first["To"])
+        if frm.wildcard or to.wildcard:
             raise SipSyntaxError("Wildcard in From/To")
-        call_id = msg.call_id
-        if not call_id or any(c.isspace() for c in call_id):
+        call_id = views["call_id"] = first["Call-ID"]
+        if call_id.split() != [call_id]:  # empty or with whitespace
             raise SipSyntaxError("Bad Call-ID")
-        _, method = msg.cseq
+        _, method = views["cseq"] = parse_cseq(first["CSeq"])
         if isinstance(msg, Request):
             if method != msg.method:
                 raise SipSyntaxError("CSeq Method Mismatch")
             if msg.method == "INVITE" or msg.method == "REGISTER":
                 msg.contacts  # noqa: B018
-        mf = msg.get("Max-Forwards")
+        mf = first.get("Max-Forwards")
         if mf is not None:
             try:
                 parse_uint(mf, 255)
             except SipSyntaxError:
                 raise SipSyntaxError("Bad Max-Forwards") from None
-        expires = msg.get("Expires")
+        expires = first.get("Expires")
         if expires is not None and not (expires.isascii() and expires.isdigit()):
             raise SipSyntaxError("Bad Expires")
-        date = msg.get("Date")
+        date = first.get("Date")
         if date is not None and not _DATE.fullmatch(date):
             raise SipSyntaxError("Bad Date")
-        ctype = msg.get("Content-Type")
+        ctype = first.get("Content-Type")
         if ctype is not None and not _CONTENT_TYPE.match(ctype):
             raise SipSyntaxError("Bad Content-Type")
     except SipSyntaxError as exc:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from gw.sip.message import Request, Response
 from gw.sip.responses import MAGIC_COOKIE, build_ack, build_cancel, build_response, new_branch
 from gw.sip.timers import TimerQueue, Timers
-from gw.sip.uri import Via, split_commas
+from gw.sip.uri import Via
 
 __all__ = [
     "MAGIC_COOKIE",
@@ -190,20 +190,19 @@ def stamp_via(request: Request, source: Address, via: Via | None = None) -> Via:
     Returns the (possibly updated) top Via; pass `via` if it is already parsed.
     """
     via = via or request.top_via
-    params: dict[str, str | None] = {}
+    current = via.params
     if via.wants_rport and via.rport is None:
-        params = {"received": source.host, "rport": str(source.port)}
+        rport = str(source.port)
+        if current.get("received") == source.host and current.get("rport") == rport:
+            return via
+        via = via.with_params(received=source.host, rport=rport)
     elif via.host.strip("[]").lower() != source.host.strip("[]").lower():
-        params = {"received": source.host}
-    if not params or all(via.params.get(k) == v for k, v in params.items()):
+        if current.get("received") == source.host:
+            return via
+        via = via.with_params(received=source.host)
+    else:
         return via
-    via = via.with_params(**params)
-    for i, (name, value) in enumerate(request.headers):
-        if name == "Via":
-            parts = split_commas(value)
-            parts[0] = str(via)
-            request.headers[i] = (name, ", ".join(parts))
-            break
+    request.replace_top_via(via)
     return via
 
 
@@ -334,6 +333,7 @@ class TransactionLayer:
             tx.ack = build_ack(tx.request, response)
             events.insert(0, Send(tx.ack, tx.dest, key))
             return events + self._linger(tx, "D", self.timers.d(tx.reliable), now)
+        tx.request.forget_views()  # kept for Timer K only: free its parsed views
         return events + self._linger(tx, "K", self.timers.k(tx.reliable), now)
 
     # -- server side -----------------------------------------------------------------------
@@ -386,6 +386,9 @@ class TransactionLayer:
         self._queue.cancel_all(tx)
         if not tx.invite:
             tx.state = State.COMPLETED
+            # Kept for Timer J (32 s on UDP) only to match retransmissions: free the
+            # request's parsed views (a reader after this parses them again).
+            tx.request.forget_views()
             return send + self._linger(tx, "J", self.timers.j(tx.reliable), now)
         if status < 300:
             tx.state = State.ACCEPTED

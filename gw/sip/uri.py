@@ -7,7 +7,7 @@ whitespace where the grammar allows LWS. All errors are `SipSyntaxError`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 __all__ = [
@@ -42,6 +42,35 @@ _URI_CHARS = re.compile(r"^[\x21-\x7e]+$")  # URIs are printable ASCII, no white
 # gen-value (§25.1): token / host / quoted-string. ":" admits Via received=IPv6address.
 _GEN_VALUE = re.compile(r"^(?:[A-Za-z0-9\-.!%*_+`'~:\[\]]+|\"(?:[^\"\\\r\n]|\\[^\r\n])*\")$")
 
+# Fast paths for the common shapes. Each accepts only text that the general code
+# parses the same way (same fields, same parameter dicts); anything else (quotes,
+# whitespace, escapes, IPv6, URI headers, ...) takes the general path, which alone
+# decides what is an error.
+_T = r"[A-Za-z0-9\-.!%*_+`'~]+"  # token
+# `;`-separated parameters without quotes, angle brackets or whitespace.
+_SIMPLE_PARAMS = re.compile(rf"{_T}(?:=[^\s;\"<]*)?(?:;{_T}(?:=[^\s;\"<]*)?)*")
+# Header parameters whose values are all the token form of gen-value.
+_GV = r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+"
+_SIMPLE_GEN_PARAMS = re.compile(rf"{_T}(?:={_GV})?(?:;{_T}(?:={_GV})?)*")
+# URI parameter values: printable ASCII except whitespace and <>"@,;?
+_UV = r"[!#-+\--:=A-~]+"
+# sip:[user@]hostname[:port][;params], lower-case scheme, no password, escapes or headers.
+_SIMPLE_SIP_URI = re.compile(
+    rf"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?([A-Za-z0-9\-._]+)(?::([0-9]{{1,5}}))?"
+    rf"((?:;{_T}(?:={_UV})?)*)"
+)
+# [display ]<simple SIP URI>[;params]: the display name is token words with single spaces,
+# or a quoted string without escapes.
+_SIMPLE_NAME_ADDR = re.compile(
+    rf"(?:({_T}(?: {_T})*) ?|\"([^\"\\]*)\" ?)?<{_SIMPLE_SIP_URI.pattern}>"
+    rf"((?:;{_T}(?:={_GV})?)*)"
+)
+# SIP/2.0/UDP hostname[:port][;params], single spaces only.
+_SIMPLE_VIA = re.compile(
+    rf"({_T})/([0-9.]+)/({_T}) ([A-Za-z0-9\-._]+)(?::([0-9]{{1,5}}))?"
+    rf"((?:;{_T}(?:={_GV})?)*)"
+)
+
 
 def is_token(text: str) -> bool:
     return bool(_TOKEN.fullmatch(text))
@@ -51,6 +80,11 @@ def parse_params(text: str, *, sep: str = ";") -> dict[str, str | None]:
     """Parse `;a=b;c` into an ordered dict. Names are lower-cased (they compare so)."""
     params: dict[str, str | None] = {}
     if not text:
+        return params
+    if sep == ";" and _SIMPLE_PARAMS.fullmatch(text):
+        for item in text.split(";"):
+            name, eq, value = item.partition("=")
+            params[name.lower()] = value if eq else None
         return params
     for raw in _split_unquoted(text, sep):
         item = raw.strip()
@@ -66,6 +100,12 @@ def parse_params(text: str, *, sep: str = ";") -> dict[str, str | None]:
 
 def _header_params(text: str) -> dict[str, str | None]:
     """Header parameters after their ";" (name-addr, Via): values must be gen-value."""
+    if _SIMPLE_GEN_PARAMS.fullmatch(text):
+        params: dict[str, str | None] = {}
+        for item in text.split(";"):
+            name, eq, raw = item.partition("=")
+            params[name.lower()] = raw if eq else None
+        return params
     if not text:
         raise SipSyntaxError("empty parameter")
     params = parse_params(text)
@@ -76,22 +116,30 @@ def _header_params(text: str) -> dict[str, str | None]:
 
 
 def format_params(params: dict[str, str | None], sep: str = ";") -> str:
-    return "".join(f"{sep}{k}" if v is None else f"{sep}{k}={v}" for k, v in params.items())
+    return "".join([f"{sep}{k}" if v is None else f"{sep}{k}={v}" for k, v in params.items()])
+
+
+_SPLIT_SPECIALS = {sep: re.compile(r'[\\"<>' + sep + "]") for sep in ",;"}
 
 
 def _split_unquoted(text: str, sep: str) -> list[str]:
     """Split on `sep` outside double quotes and angle brackets."""
+    if '"' not in text and "<" not in text:
+        return text.split(sep)  # a stray ">" changes nothing outside <>
+    specials = _SPLIT_SPECIALS.get(sep) or re.compile(r'[\\"<>' + re.escape(sep) + "]")
     parts: list[str] = []
     depth = 0
     quoted = False
     start = 0
-    i = 0
-    n = len(text)
-    while i < n:
+    escaped = -1  # index of the character after a backslash inside quotes
+    for m in specials.finditer(text):
+        i = m.start()
+        if i == escaped:
+            continue
         c = text[i]
         if quoted:
             if c == "\\":
-                i += 1
+                escaped = i + 1
             elif c == '"':
                 quoted = False
         elif c == '"':
@@ -103,7 +151,6 @@ def _split_unquoted(text: str, sep: str) -> list[str]:
         elif c == sep and depth == 0:
             parts.append(text[start:i])
             start = i + 1
-        i += 1
     if quoted:
         raise SipSyntaxError(f"unterminated quoted string in {text!r}")
     parts.append(text[start:])
@@ -112,10 +159,16 @@ def _split_unquoted(text: str, sep: str) -> list[str]:
 
 def split_commas(value: str) -> list[str]:
     """Split a multi-value header value on commas outside quotes and <>."""
+    if "," not in value and '"' not in value:
+        value = value.strip()
+        return [value] if value else []
     return [p.strip() for p in _split_unquoted(value, ",") if p.strip()]
 
 
-@dataclass(frozen=True)
+# The three value classes below are frozen dataclasses with a hand-written __init__: it
+# fills the instance dict directly, where the generated one calls object.__setattr__ per
+# field at twice the cost. They are built several times per message.
+@dataclass(frozen=True, init=False)
 class SipUri:
     """A sip:/sips: URI, or any other absolute URI kept opaque (tel:, im:, ...)."""
 
@@ -127,6 +180,27 @@ class SipUri:
     params: dict[str, str | None] = field(default_factory=dict, hash=False, compare=False)
     headers: str | None = None
     opaque: str | None = None  # the part after "scheme:" for non-SIP schemes
+
+    def __init__(
+        self,
+        scheme: str,
+        user: str | None = None,
+        password: str | None = None,
+        host: str = "",
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+        headers: str | None = None,
+        opaque: str | None = None,
+    ) -> None:
+        d = self.__dict__
+        d["scheme"] = scheme
+        d["user"] = user
+        d["password"] = password
+        d["host"] = host
+        d["port"] = port
+        d["params"] = {} if params is None else params
+        d["headers"] = headers
+        d["opaque"] = opaque
 
     @property
     def is_sip(self) -> bool:
@@ -156,9 +230,24 @@ class SipUri:
     def with_params(self, **params: str | None) -> SipUri:
         merged = dict(self.params)
         merged.update(params)
-        return replace(self, params=merged)
+        return SipUri(
+            self.scheme,
+            self.user,
+            self.password,
+            self.host,
+            self.port,
+            merged,
+            self.headers,
+            self.opaque,
+        )
 
     def __str__(self) -> str:
+        text: str | None = self.__dict__.get("_str")  # immutable: format once
+        if text is None:
+            text = self.__dict__["_str"] = self._format()
+        return text
+
+    def _format(self) -> str:
         if not self.is_sip:
             return f"{self.scheme}:{self.opaque}"
         out = [self.scheme, ":"]
@@ -168,7 +257,8 @@ class SipUri:
                 out.append(":" + self.password)
             out.append("@")
         out.append(self.hostport)
-        out.append(format_params(self.params))
+        if self.params:
+            out.append(format_params(self.params))
         if self.headers:
             out.append("?" + self.headers)
         return "".join(out)
@@ -215,16 +305,55 @@ def _parse_host(text: str) -> tuple[str, int | None]:
 
 def parse_uint(text: str, maximum: int) -> int:
     """A decimal made of ASCII digits only (leading zeros allowed), at most `maximum`."""
-    if not text or not text.isascii() or not text.isdigit():
+    if not text.isdigit() or not text.isascii():  # "".isdigit() is False
         raise SipSyntaxError(f"not a number: {text!r}")
     # Bound the length before int(): huge digit strings are slow or refused by int().
-    if len(text.lstrip("0")) > len(str(maximum)) or int(text) > maximum:
+    if len(text) > 18 and len(text.lstrip("0")) > len(str(maximum)):
         raise SipSyntaxError(f"number out of range: {text!r}")
-    return int(text)
+    value = int(text)
+    if value > maximum:
+        raise SipSyntaxError(f"number out of range: {text!r}")
+    return value
+
+
+# Parse results by exact text, shared between messages: the same URIs and untagged
+# name-addrs (Request-URI, To, Contact, a session's coordinates) come back on every
+# message. Shared values are why SipUri/NameAddr must never be changed, params included.
+# Bounded: a full cache is emptied and refilled.
+_CACHE_MAX = 4096
+_uris: dict[str, SipUri] = {}
+_name_addrs: dict[str, NameAddr] = {}
 
 
 def parse_uri(text: str) -> SipUri:
     """Parse an absolute URI; sip/sips get full structure, other schemes stay opaque."""
+    uri = _uris.get(text)
+    if uri is None:
+        m = _SIMPLE_SIP_URI.fullmatch(text)
+        uri = (_simple_uri(m) if m is not None else None) or _parse_uri(text)
+        if len(_uris) >= _CACHE_MAX:
+            _uris.clear()
+        _uris[text] = uri
+    return uri
+
+
+def _simple_uri(m: re.Match[str], first: int = 1) -> SipUri | None:
+    """The SipUri of a _SIMPLE_SIP_URI match (groups from `first` on); None: port > 65535."""
+    scheme, user, host, port_s, param_text = m.group(
+        first, first + 1, first + 2, first + 3, first + 4
+    )
+    port = int(port_s) if port_s is not None else None
+    if port is not None and port > 65535:
+        return None
+    params: dict[str, str | None] = {}
+    if param_text:
+        for item in param_text[1:].split(";"):
+            name, eq, value = item.partition("=")
+            params[name.lower()] = value if eq else None
+    return SipUri(scheme, user, None, host, port, params, None)
+
+
+def _parse_uri(text: str) -> SipUri:
     text = text.strip()
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME.fullmatch(scheme) or not rest:
@@ -264,7 +393,7 @@ def parse_uri(text: str) -> SipUri:
     return SipUri(lscheme, user, password, host, port, params, headers)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class NameAddr:
     """From/To/Contact/Route values: optional display name, URI, header parameters."""
 
@@ -273,6 +402,19 @@ class NameAddr:
     params: dict[str, str | None] = field(default_factory=dict, hash=False, compare=False)
     wildcard: bool = False  # Contact: *
 
+    def __init__(
+        self,
+        uri: SipUri,
+        display: str | None = None,
+        params: dict[str, str | None] | None = None,
+        wildcard: bool = False,
+    ) -> None:
+        d = self.__dict__
+        d["uri"] = uri
+        d["display"] = display
+        d["params"] = {} if params is None else params
+        d["wildcard"] = wildcard
+
     @property
     def tag(self) -> str | None:
         return self.params.get("tag")
@@ -280,9 +422,15 @@ class NameAddr:
     def with_tag(self, tag: str) -> NameAddr:
         merged = dict(self.params)
         merged["tag"] = tag
-        return replace(self, params=merged)
+        return NameAddr(self.uri, self.display, merged, self.wildcard)
 
     def __str__(self) -> str:
+        text: str | None = self.__dict__.get("_str")  # immutable: format once
+        if text is None:
+            text = self.__dict__["_str"] = self._format()
+        return text
+
+    def _format(self) -> str:
         if self.wildcard:
             return "*"
         disp = ""
@@ -292,7 +440,9 @@ class NameAddr:
                 if _TOKEN_WORDS.fullmatch(self.display)
                 else '"' + self.display.replace("\\", "\\\\").replace('"', '\\"') + '" '
             )
-        return f"{disp}<{self.uri}>{format_params(self.params)}"
+        if self.params:
+            return f"{disp}<{self.uri}>{format_params(self.params)}"
+        return f"{disp}<{self.uri}>"
 
 
 _TOKEN_WORDS = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+( [A-Za-z0-9\-.!%*_+`'~]+)*$")
@@ -300,6 +450,37 @@ _TOKEN_WORDS = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+( [A-Za-z0-9\-.!%*_+`'~]+)*$
 
 def parse_name_addr(text: str) -> NameAddr:
     """Parse name-addr or addr-spec followed by header parameters."""
+    value = _name_addrs.get(text)
+    if value is not None:
+        return value
+    m = _SIMPLE_NAME_ADDR.fullmatch(text)
+    if m is None:
+        value = _parse_name_addr(text)
+    else:
+        uri_text = text[m.start(3) : m.end(7)]  # the URI between < and >
+        uri = _uris.get(uri_text) or _simple_uri(m, 3)
+        if uri is None:
+            value = _parse_name_addr(text)  # port out of range
+        else:
+            if len(_uris) >= _CACHE_MAX:
+                _uris.clear()
+            _uris[uri_text] = uri
+            params: dict[str, str | None] = {}
+            header_params = m.group(8)
+            if header_params:
+                for item in header_params[1:].split(";"):
+                    name, eq, param = item.partition("=")
+                    params[name.lower()] = param if eq else None
+            quoted = m.group(2)
+            value = NameAddr(uri, m.group(1) if quoted is None else quoted, params)
+    if "tag" not in value.params:  # tags are new on every message: not worth keeping
+        if len(_name_addrs) >= _CACHE_MAX:
+            _name_addrs.clear()
+        _name_addrs[text] = value
+    return value
+
+
+def _parse_name_addr(text: str) -> NameAddr:
     text = text.strip()
     if text == "*":
         return NameAddr(uri=SipUri(scheme="sip", host="*"), wildcard=True)
@@ -353,7 +534,7 @@ def parse_name_addr(text: str) -> NameAddr:
     return NameAddr(uri=uri, display=display, params=_header_params(tail[1:]) if tail else {})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Via:
     """One Via value. `sent_by` is what §17.2.3 matching and §18.2.2 routing use."""
 
@@ -362,6 +543,21 @@ class Via:
     port: int | None = None
     params: dict[str, str | None] = field(default_factory=dict, hash=False, compare=False)
     protocol: str = "SIP/2.0"
+
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+        protocol: str = "SIP/2.0",
+    ) -> None:
+        d = self.__dict__
+        d["transport"] = transport
+        d["host"] = host
+        d["port"] = port
+        d["params"] = {} if params is None else params
+        d["protocol"] = protocol
 
     @property
     def branch(self) -> str | None:
@@ -388,7 +584,7 @@ class Via:
     def with_params(self, **params: str | None) -> Via:
         merged = dict(self.params)
         merged.update(params)
-        return replace(self, params=merged)
+        return Via(self.transport, self.host, self.port, merged, self.protocol)
 
     def __str__(self) -> str:
         return f"{self.protocol}/{self.transport} {self.sent_by}{format_params(self.params)}"
@@ -401,6 +597,21 @@ _VIA = re.compile(
 
 
 def parse_via(text: str) -> Via:
+    m = _SIMPLE_VIA.fullmatch(text)
+    if m is not None:
+        proto_name, version, transport, host, port_s, param_text = m.groups()
+        port = int(port_s) if port_s is not None else None
+        if port is None or port <= 65535:
+            params: dict[str, str | None] = {}
+            if param_text:
+                for item in param_text[1:].split(";"):
+                    name, eq, value = item.partition("=")
+                    params[name.lower()] = value if eq else None
+            return Via(transport.upper(), host, port, params, f"{proto_name.upper()}/{version}")
+    return _parse_via(text)
+
+
+def _parse_via(text: str) -> Via:
     m = _VIA.match(text)
     if not m:
         raise SipSyntaxError(f"bad Via {text!r}")
