@@ -549,7 +549,11 @@ class SipEndpoint:
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, Send):
-                self._spawn(self._send_event(event))
+                try:
+                    if not self.transports.send_now(event.message, event.dest):
+                        self._spawn(self._send_event(event))  # a connection to open first
+                except SipTransportError as exc:
+                    self._send_failed(event, exc)
             elif isinstance(event, ResponseReceived):
                 self._on_response(event.key, event.response)
             elif isinstance(event, RequestReceived):
@@ -573,10 +577,13 @@ class SipEndpoint:
         try:
             await self.transports.send(event.message, event.dest)
         except SipTransportError as exc:
-            self.stats.transport_errors += 1
-            log.info("send to %s failed: %s", event.dest, exc)
-            if isinstance(event.message, Request):
-                self._dispatch(self.layer.transport_error(event.dest, self.now()))
+            self._send_failed(event, exc)
+
+    def _send_failed(self, event: Send, exc: SipTransportError) -> None:
+        self.stats.transport_errors += 1
+        log.info("send to %s failed: %s", event.dest, exc)
+        if isinstance(event.message, Request):
+            self._dispatch(self.layer.transport_error(event.dest, self.now()))
 
     def _on_response(self, key: TxKey, response: Response) -> None:
         if response.status < 200:

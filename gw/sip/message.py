@@ -319,8 +319,10 @@ class SipMessage:
                 parts = split_commas(v)
                 if len(parts) > 1:
                     self.headers[i] = (k, ", ".join(parts[1:]))
-                else:
+                elif parts:
                     del self.headers[i]
+                else:
+                    continue  # an empty Via line: the first via-parm is further on
                 return
 
     def replace_top_via(self, via: Via) -> None:
@@ -328,6 +330,8 @@ class SipMessage:
         for i, (name, value) in enumerate(self.headers):
             if name == "Via":
                 parts = split_commas(value)
+                if not parts:
+                    continue  # an empty Via line holds no via-parm: the top one is further on
                 parts[0] = str(via)
                 self.headers[i] = (name, ", ".join(parts))
                 break

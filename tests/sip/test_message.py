@@ -569,3 +569,19 @@ def test_reason_phrases() -> None:
     assert reason_phrase(299) == "OK"
     assert reason_phrase(399) == "Redirect"
     assert reason_phrase(499) == "Error"
+
+
+def test_an_empty_first_via_line_is_skipped_when_stamping_and_removing() -> None:
+    """`Via:` with no value before the real one: the top via-parm is the next line's, and
+    stamping it (received/rport) or removing it must not trip over the empty line."""
+    from gw.sip.transaction import Address, stamp_via
+
+    headers = "Via: \r\nVia: SIP/2.0/UDP host.example.com;branch=z9hG4bKe;rport\r\n"
+    msg = ok(req(headers=headers + HEADERS.split("\r\n", 1)[1]))
+    assert msg.top_via.host == "host.example.com"
+    via = stamp_via(msg, Address("UDP", "192.0.2.7", 5099))
+    assert (via.params["received"], via.params["rport"]) == ("192.0.2.7", "5099")
+    assert msg.top_via.params["rport"] == "5099"
+    assert "received=192.0.2.7" in msg.to_bytes().decode()
+    msg.remove_first_via()
+    assert msg.vias == []
