@@ -936,6 +936,7 @@ def dispatcher_front(ctx: Ctx, count: int) -> Iterator[tuple[tuple[str, int], li
         {"DS_LIST": str(ds_list), "DISPATCH_CFG": str(deploy / "msrpgw-dispatch.cfg")},
         udp_ports=("SIP_PORT",),
         tcp_ports=("SIP_PORT",),
+        shm_mb=512,
     )  # fmt: skip
     kam.values["CTL_SOCKET"] = f"unix:{kam.workdir / 'ctl'}"
     started: list[NodeProc] = []
@@ -959,6 +960,8 @@ def dispatcher_front(ctx: Ctx, count: int) -> Iterator[tuple[tuple[str, int], li
     finally:
         for n in started:
             n.stop()
+        with contextlib.suppress(OSError):
+            shutil.copy(kam.log, ctx.work / f"kamailio-{count}.log")
         kam.close()
 
 
