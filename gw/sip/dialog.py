@@ -33,13 +33,16 @@ class DialogError(Exception):
         self.reason = reason
 
 
-@dataclass
+@dataclass(slots=True)
 class Dialog:
+    """One dialog's state (§12). A node keeps one per idle session, so it holds the From/To
+    header values as text (what in-dialog requests copy), not parsed name-addrs."""
+
     call_id: str
     local_tag: str
     remote_tag: str
-    local: NameAddr  # our From (UAC) / To (UAS), with tag
-    remote: NameAddr  # the peer's, with tag
+    local: str  # our From (UAC) / To (UAS) header value, with tag
+    remote: str  # the peer's, with tag
     remote_target: SipUri
     route_set: list[NameAddr] = field(default_factory=list)
     local_seq: int = 0
@@ -70,8 +73,8 @@ class Dialog:
             call_id=invite.call_id,
             local_tag=frm.tag,
             remote_tag=to.tag,
-            local=frm,
-            remote=to,
+            local=str(frm),
+            remote=str(to),
             remote_target=contacts[0].uri,
             route_set=list(reversed(response.record_routes)),
             local_seq=seq,
@@ -93,8 +96,8 @@ class Dialog:
             call_id=invite.call_id,
             local_tag=local_tag,
             remote_tag=frm.tag,
-            local=invite.to.with_tag(local_tag),
-            remote=frm,
+            local=str(invite.to.with_tag(local_tag)),
+            remote=str(frm),
             remote_target=contacts[0].uri,
             route_set=list(invite.record_routes),
             local_seq=0,
@@ -116,8 +119,8 @@ class Dialog:
         req.add("Max-Forwards", "70")
         for route in routes:
             req.add("Route", str(route))
-        req.add("From", str(self.local))
-        req.add("To", str(self.remote))
+        req.add("From", self.local)
+        req.add("To", self.remote)
         req.add("Call-ID", self.call_id)
         req.add("CSeq", f"{seq} {method}")
         if content_type is not None:

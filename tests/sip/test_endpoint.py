@@ -15,7 +15,7 @@ from gw.sip.endpoint import EndpointConfig, IncomingRequest, SipEndpoint
 from gw.sip.message import Request
 from gw.sip.transaction import Address, Timers
 from gw.sip.transport import ListenSpec
-from gw.sip.uri import parse_name_addr, parse_uri
+from gw.sip.uri import parse_uri
 from tests.support.ports import free_port
 
 SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -116,8 +116,8 @@ async def test_request_in_unknown_dialog_gets_481(
         call_id="nope",
         local_tag="a",
         remote_tag="b",
-        local=parse_name_addr("<sip:alice@127.0.0.1>;tag=a"),
-        remote=parse_name_addr("<sip:bob@127.0.0.1>;tag=b"),
+        local="<sip:alice@127.0.0.1>;tag=a",
+        remote="<sip:bob@127.0.0.1>;tag=b",
         remote_target=parse_uri(f"sip:bob@127.0.0.1:{uas.local('UDP').port}"),
         local_seq=5,
     )
