@@ -118,6 +118,19 @@ def sipp_200(request: bytes) -> bytes:
     return b"\r\n".join(out) + b"\r\n\r\n"
 
 
+def gateway_message(ep: SipEndpoint, session: int) -> Request:
+    """The MESSAGE the gateway sends for a SEND (as gw.gateway.answer builds it)."""
+    return ep.new_request(
+        "MESSAGE",
+        f"sip:page{session}@127.0.0.1:5070",
+        from_=parse_name_addr(f"<sip:msrp{session}@127.0.0.1>"),
+        to=parse_name_addr(f"<sip:page{session}@127.0.0.1>"),
+        body=BODY,
+        content_type="text/plain",
+        headers=[(LOOP_HEADER, "node-1")],
+    )
+
+
 def tu_reads(request: Request) -> None:
     """The header reads the endpoint and the gateway make for a page-mode MESSAGE.
 
@@ -169,15 +182,7 @@ class Core:
         self.tick()
 
     def outgoing(self, i: int, session: int = 7) -> None:
-        req = self.ep.new_request(
-            "MESSAGE",
-            f"sip:page{session}@127.0.0.1:5070",
-            from_=parse_name_addr(f"<sip:msrp{session}@127.0.0.1>"),
-            to=parse_name_addr(f"<sip:page{session}@127.0.0.1>"),
-            body=BODY,
-            content_type="text/plain",
-            headers=[(LOOP_HEADER, "node-1")],
-        )
+        req = gateway_message(self.ep, session)
         req.add("User-Agent", USER_AGENT)
         req.add("Via", f"SIP/2.0/UDP 127.0.0.1:5060;branch={new_branch()};rport", first=True)
         _, events = self.layer.send_request(req, SIPP, self.now)
@@ -273,15 +278,7 @@ class Endpoint:
         self.tick()
 
     def outgoing(self, i: int, session: int = 7) -> None:
-        req = self.ep.new_request(
-            "MESSAGE",
-            f"sip:page{session}@127.0.0.1:5070",
-            from_=parse_name_addr(f"<sip:msrp{session}@127.0.0.1>"),
-            to=parse_name_addr(f"<sip:page{session}@127.0.0.1>"),
-            body=BODY,
-            content_type="text/plain",
-            headers=[(LOOP_HEADER, "node-1")],
-        )
+        req = gateway_message(self.ep, session)
         response = run_inline(self.ep.request(req))
         assert response.status == 200, response
         _ = response.reason, req.call_id

@@ -24,24 +24,12 @@ from typing import Any
 
 import redis
 
+from tests.support.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 
-
-def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP right now (SIPp needs one number for its -p)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
-        try:
-            with socket.socket(socket.AF_INET, other) as s2:
-                s2.bind((host, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port")
+__all__ = ["free_port"]  # re-exported: bench modules take ports from here
 
 
 def rss_bytes(pid: int) -> int:
@@ -55,14 +43,23 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def cpu_seconds(pid: int) -> float:
-    """user+system CPU time of a process (from /proc/PID/stat)."""
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (None if the process is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-    except (FileNotFoundError, IndexError):
-        return 0.0
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def _cpu(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_seconds(pid: int) -> float:
+    """user+system CPU time of a process (from /proc/PID/stat)."""
+    fields = _stat_fields(pid)
+    return _cpu(fields) if fields else 0.0
 
 
 def session_cpu_seconds(sid: int) -> float:
@@ -70,15 +67,10 @@ def session_cpu_seconds(sid: int) -> float:
     Kamailio, started with start_new_session=True, so sid = its main pid)."""
     total = 0.0
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                parts = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if int(parts[3]) == sid:  # field 6 (session) after the comm field
-            total += (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+        if entry.isdigit():
+            fields = _stat_fields(entry)
+            if fields and int(fields[3]) == sid:  # field 6, the session id
+                total += _cpu(fields)
     return total
 
 

@@ -114,6 +114,14 @@ def headline(doc: dict[str, Any]) -> dict[str, Any]:
     return h
 
 
+def _share_table(rows: list[dict[str, Any]], cpu: float) -> str:
+    """Profile rows as function / share of samples / µs per message."""
+    return _table(
+        ["function", "share", "µs/msg"],
+        [[r["function"], f"{r['share'] * 100:.1f} %", r["share"] * cpu] for r in rows],
+    )
+
+
 def _fmt(x: Any, digits: int = 1) -> str:
     if x is None:
         return "-"
@@ -776,25 +784,9 @@ def markdown(doc: dict[str, Any], chart_files: list[str]) -> str:
                 )
             )
             add("\nTop functions, self time:\n")
-            add(
-                _table(
-                    ["function", "share", "µs/msg"],
-                    [
-                        [r["function"], f"{r['share'] * 100:.1f} %", r["share"] * cpu]
-                        for r in p["self_top"][:15]
-                    ],
-                )
-            )
+            add(_share_table(p["self_top"][:15], cpu))
             add("\nTop gw functions, inclusive time:\n")
-            add(
-                _table(
-                    ["function", "share", "µs/msg"],
-                    [
-                        [r["function"], f"{r['share'] * 100:.1f} %", r["share"] * cpu]
-                        for r in p["inclusive_gw_top"][:20]
-                    ],
-                )
-            )
+            add(_share_table(p["inclusive_gw_top"][:20], cpu))
             add("")
         cp = prof.get("cprofile_msg_to_send")
         if cp and "top_by_tottime" in cp:

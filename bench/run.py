@@ -33,6 +33,7 @@ from typing import Any
 from bench import procs, wire
 from bench.peer import summarize
 from bench.procs import NodeProc, PeerProc, RedisProc, SippUas, run_sipp_uac, write_inf
+from gw.store.keys import KeySpace
 
 ROOT = procs.ROOT
 TARGETS = {
@@ -908,8 +909,6 @@ def scenario_scale_out(ctx: Ctx) -> None:
 
 def owners(ctx: Ctx, nodes: list[NodeProc]) -> list[int]:
     """Sessions per node, from the store (the dispatcher's spread, as the nodes saw it)."""
-    from gw.store.keys import KeySpace
-
     counts = Counter[str]()
     r = ctx.redis.client()
     for key in r.scan_iter(match=KeySpace().session_pattern(), count=1000):
@@ -924,11 +923,10 @@ def dispatcher_front(ctx: Ctx, count: int) -> Iterator[tuple[tuple[str, int], li
     """Kamailio from deploy/kamailio (loopback template + the compose routing file) with a
     dispatcher list naming `count` nodes on 127.0.0.2.. (free ports), and the nodes."""
     from tests.support.kamailio import Kamailio
-    from tests.support.ports import free_port
 
     deploy = ROOT / "deploy" / "kamailio"
     hosts = [f"127.0.0.{i + 2}" for i in range(count)]
-    addrs = [(h, free_port(socket.SOCK_DGRAM, h)) for h in hosts]
+    addrs = [(h, procs.free_port(socket.SOCK_DGRAM, h)) for h in hosts]
     ds_list = ctx.work / f"dispatcher-{count}.list"
     ds_list.write_text("".join(f"1 sip:{h}:{p} 0 0 duid=n{i}\n" for i, (h, p) in enumerate(addrs)))
     kam = Kamailio(
