@@ -189,35 +189,32 @@ class TransportLayer:
 
     # -- sending ---------------------------------------------------------------
     async def send(self, message: Request | Response, dest: Address) -> None:
-        if self.send_now(message, dest):
-            return
-        data = message.to_bytes()
-        if self.tracer is not None:
-            self.tracer("out", message, dest)
-        stream = await self._stream_for(dest)
-        stream.write(data)
-        self.stats.sent += 1
+        if not self.send_now(message, dest):
+            stream = await self._stream_for(dest)
+            stream.write(self._outgoing(message, dest))
 
     def send_now(self, message: Request | Response, dest: Address) -> bool:
         """Send at once when no connection has to be opened (UDP, or a stream already up):
         the common case needs no task. False: nothing sent, use `send`."""
         if dest.transport == "UDP":
-            if self._udp is None or self._udp.transport is None:
+            udp = self._udp.transport if self._udp is not None else None
+            if udp is None:
                 raise SipTransportError("no UDP listener")
-            data = message.to_bytes()
-            if self.tracer is not None:
-                self.tracer("out", message, dest)
-            self._udp.transport.sendto(data, (dest.host, dest.port))
-        else:
-            stream = self._streams.get(dest)
-            if stream is None:
-                return False
-            data = message.to_bytes()
-            if self.tracer is not None:
-                self.tracer("out", message, dest)
-            stream.write(data)
-        self.stats.sent += 1
+            udp.sendto(self._outgoing(message, dest), (dest.host, dest.port))
+            return True
+        stream = self._streams.get(dest)
+        if stream is None:
+            return False
+        stream.write(self._outgoing(message, dest))
         return True
+
+    def _outgoing(self, message: Request | Response, dest: Address) -> bytes:
+        """The bytes to write, traced and counted (every send goes through here)."""
+        data = message.to_bytes()
+        if self.tracer is not None:
+            self.tracer("out", message, dest)
+        self.stats.sent += 1
+        return data
 
     def can_send_now(self, dest: Address) -> bool:
         return dest.transport == "UDP" or dest in self._streams
