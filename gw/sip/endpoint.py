@@ -464,6 +464,9 @@ class SipEndpoint:
             self._spawn(self._send_quietly(response, incoming.source))
             return
         events = self.layer.respond(incoming.key, response, self.now())
+        if response.status >= 200 and req.method != "INVITE":
+            # Done with it: the layer absorbs retransmissions (Timer J) without the TU.
+            self._incoming.pop(incoming.key, None)
         self._dispatch(events)
         self._arm()
 

@@ -10,11 +10,12 @@ dropped (a request without a usable Via).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
-from gw.sip.message import Request, Response
+from gw.sip.message import Request, Response, SipParseError, parse_message
 from gw.sip.responses import MAGIC_COOKIE, build_ack, build_cancel, build_response, new_branch
 from gw.sip.timers import TimerQueue, Timers
 from gw.sip.uri import Via
@@ -248,6 +249,15 @@ class TransactionLayer:
     it unless the TU answers within 200 ms, which an asyncio TU cannot promise).
     Non-INVITE server transactions the TU never answers are dropped after 64*T1,
     when the client has given up (no RFC timer; it bounds memory).
+
+    Completed non-INVITE transactions on UDP (Timer J, 32 s, server; Timer K, 5 s,
+    client) only absorb retransmissions. At 5,000 MESSAGEs/s that is 160,000 of them, and
+    kept as full transactions (request, response, timers) they were millions of objects
+    for the cyclic GC to walk: 170 ms pauses every few seconds, UDP receive buffers
+    overflowing, 1 % of MESSAGEs retransmitted (bench/notes.md). So they move to
+    `_Lingering` stores: the server keeps the encoded final response and where it went
+    (atomic values, which the GC stops tracking), the client only the key; every entry of a
+    store lives the same time, so a FIFO replaces the heap.
     """
 
     def __init__(self, timers: Timers | None = None, *, send_trying: bool = True) -> None:
@@ -257,17 +267,22 @@ class TransactionLayer:
         self._queue: TimerQueue[_Tx] = TimerQueue()
         self._by_addr: dict[Address, set[TxKey]] = {}  # for transport_error(Address)
         self._legacy: dict[str, TxKey] = {}  # RFC 2543 INVITEs, for ACK matching
+        # Completed non-INVITE server (Timer J): the final response's bytes and its address.
+        self._answered: _Lingering[tuple[bytes, str, str, int]] = _Lingering()
+        self._finished: _Lingering[None] = _Lingering()  # non-INVITE client (Timer K)
 
     # -- queries ---------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._txs)
+        return len(self._txs) + len(self._answered) + len(self._finished)
 
     def has(self, key: TxKey) -> bool:
-        return key in self._txs
+        return key in self._txs or key in self._answered or key in self._finished
 
     def state(self, key: TxKey) -> State | None:
         tx = self._txs.get(key)
-        return tx.state if tx else None
+        if tx is not None:
+            return tx.state
+        return State.COMPLETED if key in self._answered or key in self._finished else None
 
     def request(self, key: TxKey) -> Request | None:
         """The request that created the transaction (e.g. the INVITE a CANCEL targets)."""
@@ -275,7 +290,16 @@ class TransactionLayer:
         return tx.request if tx else None
 
     def next_deadline(self) -> float | None:
-        return self._queue.next_deadline()
+        found = [
+            d
+            for d in (
+                self._queue.next_deadline(),
+                self._answered.next_deadline(),
+                self._finished.next_deadline(),
+            )
+            if d is not None
+        ]
+        return min(found) if found else None
 
     # -- client side -----------------------------------------------------------------------
     def send_request(
@@ -289,7 +313,7 @@ class TransactionLayer:
         if request.method == "ACK":
             raise ValueError("ACK is not sent in a transaction")
         key = TxKey(branch, request.method)
-        if key in self._txs:
+        if key in self._txs or key in self._finished:
             raise ValueError(f"transaction {key} already exists")
         tx = _Tx(key, request, dest, State.CALLING if key.method == "INVITE" else State.TRYING)
         self._add(tx)
@@ -311,7 +335,7 @@ class TransactionLayer:
             return [StrayResponse(response)]
         tx = self._txs.get(key)
         if tx is None:
-            return [StrayResponse(response)]
+            return [] if key in self._finished else [StrayResponse(response)]  # Timer K absorbs
         status = response.status
         if tx.state not in _CLIENT_LIVE:
             if tx.state is State.COMPLETED and tx.ack is not None and status >= 300:
@@ -333,8 +357,12 @@ class TransactionLayer:
             tx.ack = build_ack(tx.request, response)
             events.insert(0, Send(tx.ack, tx.dest, key))
             return events + self._linger(tx, "D", self.timers.d(tx.reliable), now)
-        tx.request.forget_views()  # kept for Timer K only: free its parsed views
-        return events + self._linger(tx, "K", self.timers.k(tx.reliable), now)
+        duration = self.timers.k(tx.reliable)
+        events += self._remove(tx)
+        if duration > 0:
+            events.pop()  # Terminated when Timer K fires
+            self._finished.add(key, None, now + duration)
+        return events
 
     # -- server side -----------------------------------------------------------------------
     def receive_request(self, request: Request, source: Address, now: float) -> list[Event]:
@@ -346,6 +374,8 @@ class TransactionLayer:
             tx = self._txs.get(key)
             if tx is not None:
                 return self._retransmission(tx)
+            if key in self._answered:
+                return self._answer_again(key)
             reply = response_address(stamp_via(request, source, via), source)
         except ValueError:
             return []  # no usable Via/From/To/Call-ID/CSeq: nothing can be answered
@@ -385,11 +415,14 @@ class TransactionLayer:
             return send
         self._queue.cancel_all(tx)
         if not tx.invite:
-            tx.state = State.COMPLETED
-            # Kept for Timer J (32 s on UDP) only to match retransmissions: free the
-            # request's parsed views (a reader after this parses them again).
-            tx.request.forget_views()
-            return send + self._linger(tx, "J", self.timers.j(tx.reliable), now)
+            duration = self.timers.j(tx.reliable)
+            ended = self._remove(tx)
+            if duration <= 0:
+                return send + ended
+            dest = tx.dest
+            wire = (response.to_bytes(), dest.transport, dest.host, dest.port)
+            self._answered.add(key, wire, now + duration)  # Terminated when Timer J fires
+            return send
         if status < 300:
             tx.state = State.ACCEPTED
             self._queue.arm(tx, "L", now + self.timers.l)
@@ -406,6 +439,19 @@ class TransactionLayer:
         if tx.state in (State.PROCEEDING, State.COMPLETED) and tx.last is not None:
             return [Send(tx.last, tx.dest, tx.key)]
         return []
+
+    def _answer_again(self, key: TxKey) -> list[Event]:
+        """Timer J: a retransmitted request gets the final response again (rare: parsed
+        back from its bytes here rather than kept as an object for 32 s)."""
+        wire = self._answered.get(key)
+        if wire is None:
+            return []
+        data, transport, host, port = wire
+        try:
+            response = parse_message(data)
+        except SipParseError:  # our own encoding: cannot happen, but never raise on input
+            return []
+        return [Send(response, Address(transport, host, port), key)]
 
     def _receive_ack(
         self, ack: Request, source: Address, key: TxKey, legacy: str | None, now: float
@@ -433,6 +479,8 @@ class TransactionLayer:
         while (due := self._queue.pop_due(now)) is not None:
             tx, name = due
             events.extend(self._fire(tx, name, now))
+        events.extend(Terminated(key) for key in self._answered.pop_due(now))
+        events.extend(Terminated(key) for key in self._finished.pop_due(now))
         return events
 
     def _fire(self, tx: _Tx, name: str, now: float) -> list[Event]:
@@ -472,7 +520,11 @@ class TransactionLayer:
     def terminate(self, key: TxKey) -> list[Event]:
         """Drop a transaction at the TU's request (e.g. a dialog torn down)."""
         tx = self._txs.get(key)
-        return self._remove(tx) if tx is not None else []
+        if tx is not None:
+            return self._remove(tx)
+        if self._answered.discard(key) or self._finished.discard(key):
+            return [Terminated(key)]
+        return []
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _add(self, tx: _Tx) -> None:
@@ -498,6 +550,61 @@ class TransactionLayer:
         if tx.legacy is not None and self._legacy.get(tx.legacy) == tx.key:
             del self._legacy[tx.legacy]
         return [Terminated(tx.key)]
+
+
+V = TypeVar("V")
+
+
+class _Lingering(Generic[V]):
+    """Keys that each expire the same time after they were added: a dict and a FIFO.
+
+    The FIFO holds (deadline, key); an entry whose key was discarded, or added again
+    later, is stale and skipped (its deadline no longer matches the dict's).
+    """
+
+    __slots__ = ("_fifo", "_items")
+
+    def __init__(self) -> None:
+        self._items: dict[TxKey, tuple[float, V]] = {}
+        self._fifo: deque[tuple[float, TxKey]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: TxKey) -> bool:
+        return key in self._items
+
+    def get(self, key: TxKey) -> V | None:
+        item = self._items.get(key)
+        return item[1] if item is not None else None
+
+    def add(self, key: TxKey, value: V, deadline: float) -> None:
+        self._items[key] = (deadline, value)
+        self._fifo.append((deadline, key))
+
+    def discard(self, key: TxKey) -> bool:
+        return self._items.pop(key, None) is not None
+
+    def next_deadline(self) -> float | None:
+        fifo, items = self._fifo, self._items
+        while fifo:
+            deadline, key = fifo[0]
+            item = items.get(key)
+            if item is not None and item[0] == deadline:
+                return deadline
+            fifo.popleft()  # stale
+        return None
+
+    def pop_due(self, now: float) -> list[TxKey]:
+        fifo, items = self._fifo, self._items
+        out: list[TxKey] = []
+        while fifo and fifo[0][0] <= now:
+            deadline, key = fifo.popleft()
+            item = items.get(key)
+            if item is not None and item[0] == deadline:
+                del items[key]
+                out.append(key)
+        return out
 
 
 def _server_key(request: Request, via: Via) -> tuple[TxKey, str | None]:

@@ -23,6 +23,7 @@ from tests.sip.test_transaction_util import (
     SERVER,
     layer,
     of,
+    on_wire,
     reply,
     request,
     wire_req,
@@ -44,7 +45,9 @@ def test_retransmission_is_not_delivered_twice_and_gets_the_last_response() -> N
     ok = build_response(new.request, 200, to_tag="x")
     tl.respond(new.key, ok, 0.0)
     for t in (0.1, 0.2, 0.3):
-        assert tl.receive_request(wire_req(msg), PEER, t) == [Send(ok, REPLY, new.key)]
+        assert on_wire(tl.receive_request(wire_req(msg), PEER, t)) == on_wire(
+            [Send(ok, REPLY, new.key)]
+        )
     assert len(tl) == 1
 
 
@@ -88,7 +91,9 @@ def test_cancel_names_the_invite_it_cancels() -> None:
     terminated = build_response(inv.request, 487, to_tag="t")
     assert tl.respond(inv.key, terminated, 0.5) == [Send(terminated, REPLY, inv.key)]
     # A retransmitted CANCEL is answered, not redelivered.
-    assert tl.receive_request(wire_req(cancel), PEER, 0.6) == [Send(ok, REPLY, can.key)]
+    assert on_wire(tl.receive_request(wire_req(cancel), PEER, 0.6)) == on_wire(
+        [Send(ok, REPLY, can.key)]
+    )
 
 
 def test_cancel_without_invite() -> None:
@@ -109,7 +114,9 @@ def test_rfc2543_retransmission_and_new_requests() -> None:
         assert not new.key.branch.startswith("z9hG4bK")
         ok = build_response(new.request, 200, to_tag="x")
         tl.respond(new.key, ok, 0.0)
-        assert tl.receive_request(wire_req(msg), PEER, 0.1) == [Send(ok, REPLY, new.key)]
+        assert on_wire(tl.receive_request(wire_req(msg), PEER, 0.1)) == on_wire(
+            [Send(ok, REPLY, new.key)]
+        )
         assert _new(tl.receive_request(request(branch=branch, cseq=2), PEER, 0.1))
         assert _new(tl.receive_request(request(branch=branch, call_id="c2"), PEER, 0.1))
         assert _new(tl.receive_request(request(branch=branch, uri="sip:carol@x"), PEER, 0.1))

@@ -25,6 +25,7 @@ from tests.sip.test_transaction_util import (
     TIMEOUT,
     layer,
     of,
+    on_wire,
     request,
     run_until,
     send_times,
@@ -53,7 +54,7 @@ def test_non_invite_trying_proceeding_completed_and_timer_j() -> None:
     assert tl.respond(key, ok, 0.004) == [Send(ok, REPLY, key)]
     assert tl.state(key) is State.COMPLETED
     # Completed: the retransmission gets the final response again, the TU sees nothing.
-    assert tl.receive_request(wire_req(msg), PEER, 0.1) == [Send(ok, REPLY, key)]
+    assert on_wire(tl.receive_request(wire_req(msg), PEER, 0.1)) == on_wire([Send(ok, REPLY, key)])
     assert tl.respond(key, build_response(new.request, 500), 0.1) == []  # too late
     timed = run_until(tl, 10.0)
     assert [(round(t, 6), e) for t, e in timed] == [(round(0.004 + TIMEOUT, 6), Terminated(key))]

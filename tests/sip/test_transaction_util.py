@@ -83,5 +83,11 @@ def run_until(tl: TransactionLayer, end: float) -> list[tuple[float, Event]]:
     return out
 
 
+def on_wire(events: Iterable[Event]) -> list[object]:
+    """Events with each Send's message as its bytes: a completed transaction answers a
+    retransmission from the encoded response it kept, an equal message but not the object."""
+    return [(e.message.to_bytes(), e.dest, e.key) if isinstance(e, Send) else e for e in events]
+
+
 def send_times(timed: list[tuple[float, Event]]) -> list[float]:
     return [round(t, 6) for t, e in timed if isinstance(e, Send)]
