@@ -105,9 +105,14 @@ def main(argv: list[str] | None = None) -> int:
                     success_report=True,
                 )
             else:
-                n = int(args.seconds * 400)
+                d = args.warm + args.seconds
+                n = int((args.rate or 400) * d) + 10
                 inf = write_inf(work / "setup.csv", run.keys("s", n))
-                res = run.m2s(ctx, [node], [inf], users=args.users, calls=n, duration=n / 50 + 30)
+                res = (
+                    run.m2s(ctx, [node], [inf], rate=args.rate, duration=d, warmup=args.warm)
+                    if args.rate
+                    else run.m2s(ctx, [node], [inf], users=args.users, calls=n, duration=n / 50 + 30)
+                )
             if spy is not None:
                 spy.wait(60)
             node.kill()
@@ -136,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             uas.stop()
         peer.stop()
         redis.stop()
+        if args.spy:
+            shutil.copy(raw, Path(tempfile.gettempdir()) / "probe-spy.txt")
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

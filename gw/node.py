@@ -79,18 +79,51 @@ class GcTuner:
       few thousand set-ups.
     """
 
-    def __init__(self, counts: Callable[[], tuple[int, int, int]], *, batch: int = 1000) -> None:
+    def __init__(
+        self,
+        counts: Callable[[], tuple[int, int, int]],
+        *,
+        batch: int = 1000,
+        slow_pause: float = 0.05,
+    ) -> None:
         self.counts = counts  # (sessions created, sessions ended, live sessions), totals
         self.batch = batch
         self.freezes = 0
         self.reclaims = 0
         self._created_at_freeze = 0
         self._ended_at_reclaim = 0
+        # Every collection's pause, by generation: a pause is latency for every message
+        # in flight, and a long one overflows UDP receive buffers (bench/notes.md).
+        self.slow_pause = slow_pause
+        self.observe: Callable[[int, float], None] | None = None  # (generation, seconds)
+        self._pause_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._pause_started = time.perf_counter()
+            return
+        seconds = time.perf_counter() - self._pause_started
+        generation = info.get("generation", 2)
+        if self.observe is not None:
+            self.observe(generation, seconds)
+        if seconds >= self.slow_pause:
+            log.warning(
+                "gc: generation %d collection paused the node %.1f ms (%d objects collected)",
+                generation,
+                seconds * 1000,
+                info.get("collected", 0),
+            )
 
     def start(self) -> None:
         gc.collect()
         gc.freeze()
         gc.set_threshold(20000, 50, 100)
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
         created, ended, _ = self.counts()
         self._created_at_freeze, self._ended_at_reclaim = created, ended
 
@@ -349,6 +382,14 @@ class Node:
             self.mgmt.metrics, self.gateway, self.sip, self.msrp, self.redis, self.registry,
             self.cfg.node.id,
         )  # fmt: skip
+        pauses = self.mgmt.metrics.histogram(
+            "msrpgw_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector, by generation (0-2).",
+            ["generation"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )
+        by_gen = [pauses.labels(str(g)) for g in range(3)]
+        self.gc_tuner.observe = lambda gen, seconds: by_gen[min(gen, 2)].observe(seconds)
 
     async def _sweep_loop(self) -> None:
         assert self.gateway is not None
@@ -385,6 +426,7 @@ class Node:
             self._sweeper.cancel()
         if self._gc_ticker is not None:
             self._gc_ticker.cancel()
+            self.gc_tuner.stop()
         if self.registry is not None:
             with contextlib.suppress(Exception):
                 await self.registry.stop()

@@ -30,6 +30,10 @@ Defaults: connect timeout 2 s, command timeout 5 s, a PING before reusing a conn
 for 15 s, and on a connection error (e.g. Redis restarted) up to 3 retries with exponential
 backoff and jitter (up to 50 ms, doubling, at most 1 s between tries). Timeouts are not retried: a
 command that timed out may have run, and the session scripts are not all idempotent.
+Single server: a pool of at most 100 connections (`max_connections`); a command that finds
+them all busy waits up to `pool_timeout` (2 s) for one, then fails. redis-py's own pool
+fails it at once ("Too many connections"): a burst of set-ups after a pause of the node
+failed with 503 although Redis was fine (bench/notes.md).
 Cluster: at most 1000 connections per node (redis-py's cluster client fails a command at
 once with MaxConnectionsError when a node's pool is full; its own default is 100).
 """
@@ -44,7 +48,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.connection import BlockingConnectionPool, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
@@ -81,6 +85,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 CLUSTER_MAX_CONNECTIONS = 1000
+MAX_CONNECTIONS = 100
+POOL_TIMEOUT = 2.0
 
 
 class ClusterUnavailable(RedisConnectionError, RedisClusterException):
@@ -142,10 +148,17 @@ def connect(
     """
     scheme = urlsplit(url).scheme.lower()
     if scheme in _SCHEMES_SINGLE:
-        options = _with_defaults(kwargs)
+        options = _with_defaults(
+            {"max_connections": MAX_CONNECTIONS, "timeout": POOL_TIMEOUT, **kwargs}
+        )
+        if "pool_timeout" in options:
+            options["timeout"] = options.pop("pool_timeout")
         if scheme == "unix":  # TCP keepalive means nothing on a Unix socket (and is refused)
             options.pop("socket_keepalive", None)
-        return redis_class.from_url(url, **options)  # the URL's options win
+        pool = BlockingConnectionPool.from_url(url, **options)  # the URL's options win
+        if "pool_timeout" in pool.connection_kwargs:  # ?pool_timeout=S in the URL
+            pool.timeout = float(pool.connection_kwargs.pop("pool_timeout"))
+        return redis_class.from_pool(pool)
     if scheme in _SCHEMES_CLUSTER:
         return _cluster(url, cluster_class, kwargs)
     if scheme in _SCHEMES_SENTINEL:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -227,6 +228,25 @@ def test_gc_tuner_freezes_after_a_batch_and_reclaims_after_a_turnover(
     assert tuner.reclaims == 1 and tuner.freezes == 2
     tuner.tick(force=True)
     assert tuner.freezes == 3 and tuner.reclaims == 1
+
+
+def test_gc_tuner_reports_every_pause_and_logs_slow_ones(
+    restore_gc: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[tuple[int, float]] = []
+    tuner = GcTuner(lambda: (0, 0, 0), slow_pause=0.0)  # every pause counts as slow
+    tuner.observe = lambda gen, seconds: seen.append((gen, seconds))
+    tuner.start()
+    try:
+        seen.clear()
+        with caplog.at_level(logging.WARNING, logger="gw.node"):
+            gc.collect(1)
+        assert [g for g, _ in seen] == [1] and seen[0][1] >= 0.0
+        assert "generation 1 collection paused the node" in caplog.text
+    finally:
+        tuner.stop()
+    gc.collect(1)
+    assert len(seen) == 1, "no longer watching after stop()"
 
 
 async def test_messages_keep_their_order_while_a_deadline_refresh_is_slow(
