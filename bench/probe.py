@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                 res = (
                     run.m2s(ctx, [node], [inf], rate=args.rate, duration=d, warmup=args.warm)
                     if args.rate
-                    else run.m2s(ctx, [node], [inf], users=args.users, calls=n, duration=n / 50 + 30)
+                    else run.m2s(
+                        ctx, [node], [inf], users=args.users, calls=n, duration=n / 50 + 30
+                    )
                 )
             if spy is not None:
                 spy.wait(60)
