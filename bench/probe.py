@@ -10,6 +10,7 @@ Usage: python -m bench.probe [m2s|s2m|setup] [--seconds 8] [--users 16] [--spy]
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -31,15 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm", type=float, default=0.0, help="open loop: seconds before the window")
     ap.add_argument("--module", default="gw.cli", help="the node's entry module")
     ap.add_argument("--log", type=int, default=0, help="print the last N bytes of the node log")
+    ap.add_argument("--pin", action="store_true", help="node on CPU 0, all else on CPU 1")
     ap.add_argument("--spy", action="store_true", help="py-spy the node during the run")
     args = ap.parse_args(argv)
 
+    if args.pin:
+        os.sched_setaffinity(0, {1})  # this process and its children: Redis, peer, SIPp
     work = Path(tempfile.mkdtemp(prefix="msrpgw-probe-"))
     redis = RedisProc(work)
     redis.start()
     peer = PeerProc(work)
     plan = run.Plan.make(quick=False, profile=False, max_sessions=None)
     ctx = run.Ctx(plan=plan, work=work, out=work, redis=redis, peer=peer, t_start=time.monotonic())
+    if args.pin:
+        ctx.node_wrap = ["taskset", "-c", "0"]
     spy: subprocess.Popen[bytes] | None = None
     uas = SippUas(work) if args.scenario == "s2m" else None
     raw = work / "spy.txt"

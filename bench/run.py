@@ -120,6 +120,7 @@ class Ctx:
     node_seq: int = 0
     previous: dict[str, Any] = field(default_factory=dict)  # --merge: the JSON being updated
     extra_env: dict[str, str] = field(default_factory=dict)  # --node-env, every node
+    node_wrap: list[str] = field(default_factory=list)  # e.g. taskset -c 0 (--pin)
 
     def section(self, name: str) -> dict[str, Any]:
         """Results of a scenario from this run, else from the JSON being merged into."""
@@ -144,7 +145,9 @@ class Ctx:
     @contextlib.contextmanager
     def node(self, module: str = "gw.cli", **extra: str) -> Iterator[NodeProc]:
         self.node_seq += 1
-        n = NodeProc(self.work, f"gw{self.node_seq}", self.node_env(**extra), module=module)
+        n = NodeProc(
+            self.work, f"gw{self.node_seq}", self.node_env(**extra), self.node_wrap, module
+        )
         n.start()
         self.commands.setdefault("node", n.command())
         try:
@@ -378,12 +381,14 @@ def bisect_rates(
     label: str,
     first: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Open-loop steps chosen by geometric bisection between capacity/16 and the closed-loop
-    (burst) capacity, starting at `first` when given. Returns the steps run."""
+    """Open-loop steps searching for the highest rate that keeps up, near the closed-loop
+    (burst) `capacity`: the first at `first` (default 90 % of it), then up halfway (in
+    ratio) to 110 % of it after a step that kept up, or down by 30 % (halfway to the best
+    so far, once one kept up) after one that did not. Returns the steps run."""
     out: list[dict[str, Any]] = []
-    low, high = capacity / 16, capacity
-    for i in range(steps):
-        target = first if (i == 0 and first) else (low * high) ** 0.5
+    low, high = 0.0, capacity * 1.1
+    target = first or capacity * 0.9
+    for _ in range(steps):
         rate = max(10.0, round(target / 25) * 25)
         if any(s["offered_rate"] == rate for s in out):
             break
@@ -397,6 +402,7 @@ def bisect_rates(
             low = rate
         else:
             high = rate
+        target = (low * high) ** 0.5 if low else high * 0.7
     return out
 
 
