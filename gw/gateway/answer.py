@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -26,6 +29,7 @@ from gw.msrp.events import (
     SessionEvent,
 )
 from gw.sip.endpoint import IncomingRequest
+from gw.sip.message import Request, Response
 from gw.sip.sdp import (
     SdpError,
     answer_setup,
@@ -170,7 +174,8 @@ class SessionSide(Lifecycle):
     def _msrp_event(self, session: GwSession, event: SessionEvent) -> None:
         """Events of the session's MSRP handle(s) (`GwSession.on_msrp_event`)."""
         if isinstance(event, MessageReceived):
-            self._spawn(self._to_page(session, event))
+            if not self._to_page_now(session, event):
+                self._spawn(self._to_page(session, event))
         elif isinstance(event, MessageDelivered | MessageFailed | MessageAborted):
             self._msrp_outcome(session, event)
         elif isinstance(event, RequestRejected):
@@ -194,22 +199,95 @@ class SessionSide(Lifecycle):
             log.info("msrp session closed: %s", event.reason, extra={"key": session.key})
             self._spawn(self.end_session(session.key, f"msrp closed: {event.reason}"))
 
-    async def _to_page(self, session: GwSession, msg: MessageReceived) -> None:
-        rec = session.record
-        handle = session.msrp
+    def _to_page_now(self, session: GwSession, msg: MessageReceived) -> bool:
+        """The common case without a task: no deadline refresh due or in flight, none of
+        the session's messages waiting for one, and the MESSAGE can be sent at once
+        (`SipEndpoint.request_nowait`); its outcome comes by callback. False: nothing was
+        done, `_to_page` (a task) does it all."""
+        if (
+            session.to_page_waiting
+            or session.touching_msrp is not None
+            or time.time() - session.touched_msrp >= TOUCH_INTERVAL
+        ):
+            return False
         self.counters["msrp_messages_in"] += 1
+        req = self._page_request(session, msg)
+        if req is None:
+            return True  # answered with a failure REPORT
+        fut = self.sip.request_nowait(req)
+        if fut is None:  # e.g. a host name to resolve first
+            self._spawn(self._send_page(session, msg, req))
+        else:
+            self._await_page(session, msg, req, fut)
+        return True
+
+    def _await_page(
+        self, session: GwSession, msg: MessageReceived, req: Request, fut: asyncio.Future[Response]
+    ) -> None:
+        started = time.perf_counter()
+
+        def answered(f: asyncio.Future[Response]) -> None:
+            if f.cancelled():
+                return  # the endpoint closed
+            failure = self._page_outcome(session, msg, req, started, f.result())
+            if failure is not None:
+                self._spawn(failure)
+
+        fut.add_done_callback(answered)
+
+    async def _to_page(self, session: GwSession, msg: MessageReceived) -> None:
+        """The MESSAGE for an MSRP message once the session's deadline is refreshed (when
+        due). Messages arriving meanwhile wait for the same refresh and go out in their
+        order of arrival (`to_page_waiting` keeps the task-free path from overtaking)."""
+        self.counters["msrp_messages_in"] += 1
+        session.to_page_waiting += 1
         try:
-            now = time.time()
-            if now - session.touched_msrp >= TOUCH_INTERVAL:
-                await self.store.touch(session.key, page_message=False, now=now)
-                session.touched_msrp = now
+            await self._refresh_msrp(session)
+            req = self._page_request(session, msg)
+            fut = self.sip.request_nowait(req) if req is not None else None
+        finally:
+            session.to_page_waiting -= 1
+        if req is None:
+            return
+        if fut is not None:
+            self._await_page(session, msg, req, fut)
+        else:
+            await self._send_page(session, msg, req)
+
+    async def _send_page(self, session: GwSession, msg: MessageReceived, req: Request) -> None:
+        started = time.perf_counter()
+        response = await self.sip.request(req)
+        failure = self._page_outcome(session, msg, req, started, response)
+        if failure is not None:
+            await failure
+
+    async def _refresh_msrp(self, session: GwSession) -> None:
+        """Push the session's deadline in Redis (MSRP side), or wait for the push in flight.
+        A store failure is counted, not raised: Redis is not in the message's path."""
+        touching = session.touching_msrp
+        if touching is not None:
+            await asyncio.shield(touching)
+            return
+        now = time.time()
+        if now - session.touched_msrp < TOUCH_INTERVAL:
+            return
+        touching = session.touching_msrp = asyncio.get_running_loop().create_future()
+        try:
+            await self.store.touch(session.key, page_message=False, now=now)
+            session.touched_msrp = now
         except SessionNotFound:
             with contextlib.suppress(RedisError, OSError):
                 await self._rebuild(session)
         except (RedisError, OSError):
-            self.counters["store_errors"] += (
-                1  # the message still goes out: Redis is not in its path
-            )
+            self.counters["store_errors"] += 1
+        finally:
+            session.touching_msrp = None
+            touching.set_result(None)
+
+    def _page_request(self, session: GwSession, msg: MessageReceived) -> Request | None:
+        """The MESSAGE for an MSRP message; None (after a 403 REPORT) if the session's
+        coordinates do not make one."""
+        rec = session.record
         try:
             coords = self.coordinates(rec.msg_from, rec.msg_to, rec.msg_ruri)
             req = self.sip.new_request(
@@ -223,15 +301,26 @@ class SessionSide(Lifecycle):
             )
         except SipSyntaxError as exc:
             log.warning("bad MESSAGE coordinates: %s", exc, extra={"key": session.key})
-            if handle is not None:
-                handle.report_failure(msg.message_id, 403, "Bad Coordinates")
-            return
+            if session.msrp is not None:
+                session.msrp.report_failure(msg.message_id, 403, "Bad Coordinates")
+            return None
         if session.trace:
             self.trace_call_ids.add(req.call_id)
-        started = time.perf_counter()
-        response = await self.sip.request(req)
+        return req
+
+    def _page_outcome(
+        self,
+        session: GwSession,
+        msg: MessageReceived,
+        req: Request,
+        started: float,
+        response: Response,
+    ) -> Coroutine[Any, Any, None] | None:
+        """Count, log and REPORT the page-mode answer; a failure also has an event to
+        publish, returned for the caller to await or spawn."""
         if self.on_latency is not None:
             self.on_latency("msrp_to_page", time.perf_counter() - started)
+        handle = session.msrp
         delivered = 200 <= response.status < 300
         if not delivered or log.isEnabledFor(logging.DEBUG):
             log.log(
@@ -248,10 +337,12 @@ class SessionSide(Lifecycle):
             self.counters["msrp_to_page_delivered"] += 1
             if handle is not None and msg.success_report:
                 handle.report_success(msg.message_id)
-            return
+            return None
         self.counters[f"msrp_to_page_failed_{response.status}"] += 1
         code, reason = sip_to_msrp(response.status)
-        await self._publish(
+        if handle is not None and msg.failure_report != "no":
+            handle.report_failure(msg.message_id, code, reason)
+        return self._publish(
             ev.DELIVERY_FAILED,
             {
                 "key": session.key,
@@ -260,8 +351,6 @@ class SessionSide(Lifecycle):
                 "reason": response.reason,
             },
         )
-        if handle is not None and msg.failure_report != "no":
-            handle.report_failure(msg.message_id, code, reason)
 
     async def _in_dialog(self, incoming: IncomingRequest) -> None:
         request = incoming.request

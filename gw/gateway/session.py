@@ -119,6 +119,8 @@ class GwSession:
     touched_page: float = 0.0  # wall clock of the last deadline refresh, per side
     touched_msrp: float = 0.0
     touching: asyncio.Future[None] | None = None  # the page-side refresh in flight, if any
+    touching_msrp: asyncio.Future[None] | None = None  # the same, MSRP side
+    to_page_waiting: int = 0  # MSRP messages waiting for that refresh, in arrival order
     sink: Callable[[GwSession, SessionEvent], None] | None = None  # the gateway's handler
 
     @property

@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
-import os
 import re
 import secrets
 import string
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from gw.ids import random_hex
 
 __all__ = [
     "MsrpUri",
@@ -185,24 +185,10 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-_ID_BATCH = 256  # ids drawn from one urandom call
-_ids: deque[str] = deque()  # popleft and extend are atomic: safe across threads too
-
-
 def new_transaction_id() -> str:
-    """Random 16-char hex transaction id (64 bits, within ident's 4..32). The random
-    bytes come from urandom in batches: one system call per 256 ids, not one per id
-    (this runs for every chunk and every message)."""
-    try:
-        return _ids.popleft()
-    except IndexError:
-        pool = os.urandom(8 * _ID_BATCH).hex()
-        _ids.extend([pool[i : i + 16] for i in range(16, len(pool), 16)])
-        return pool[:16]
-
-
-if hasattr(os, "register_at_fork"):  # a forked child must not reuse its parent's ids
-    os.register_at_fork(after_in_child=_ids.clear)
+    """Random 16-char hex transaction id (64 bits, within ident's 4..32), from batched
+    urandom (gw.ids): this runs for every chunk and every message."""
+    return random_hex(16)
 
 
 def _split_hostport(auth: str, text: str) -> tuple[str, int | None]:

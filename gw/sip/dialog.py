@@ -6,9 +6,9 @@ to build in-dialog requests. The endpoint sends what this builds.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 
+from gw.ids import random_hex
 from gw.sip.message import Request, Response
 from gw.sip.uri import NameAddr, SipSyntaxError, SipUri
 
@@ -16,7 +16,8 @@ __all__ = ["Dialog", "DialogError", "DialogId", "new_tag"]
 
 
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    """A fresh From/To tag: 48 random bits (§19.3 asks for at least 32)."""
+    return random_hex(12)
 
 
 @dataclass(frozen=True)

@@ -233,6 +233,16 @@ class SipEndpoint:
             host = str(infos[0][4][0])
         return Address(transport, host, port)
 
+    def resolve_now(self, uri: SipUri) -> Address | None:
+        """`resolve` without a lookup: None when the host is a name (DNS needed)."""
+        host = uri.params.get("maddr") or uri.host
+        if not _is_ip_literal(host):
+            return None
+        transport = "TLS" if uri.scheme == "sips" else (uri.transport or "udp").upper()
+        if transport not in ("UDP", "TCP", "TLS"):
+            raise SipTransportError(f"unsupported transport {transport}")
+        return Address(transport, host, uri.port or (5061 if transport == "TLS" else 5060))
+
     # -- building requests --------------------------------------------------------
     def new_request(
         self,
@@ -268,6 +278,10 @@ class SipEndpoint:
 
     async def _route(self, request: Request) -> Address:
         """Apply the outbound proxy and Route set; return the next hop (§8.1.2)."""
+        return await self.resolve(self._next_hop(request))
+
+    def _next_hop(self, request: Request) -> SipUri:
+        """Apply the outbound proxy (once) and the Route set: the URI to send to."""
         if (self.config.outbound_proxy and request.method != "ACK") or (
             self.config.outbound_proxy and not request.get("Route")
         ):
@@ -275,8 +289,7 @@ class SipEndpoint:
             if request.get("Route") is None or str(proxy) not in (request.get("Route") or ""):
                 request.add("Route", f"<{proxy}>", first=_first_header_index(request, "Route"))
         routes = request.routes
-        target = routes[0].uri if routes else request.uri
-        return await self.resolve(target)
+        return routes[0].uri if routes else request.uri
 
     def _add_via(self, request: Request, dest: Address, branch: str | None = None) -> None:
         local = self.local(dest.transport)
@@ -323,6 +336,54 @@ class SipEndpoint:
             return await self._request_on(request, dest, on_provisional, via_added=True)
         return await self._request_on(request, dest, on_provisional)
 
+    def request_nowait(
+        self, request: Request, *, on_provisional: Callable[[Response], None] | None = None
+    ) -> asyncio.Future[Response] | None:
+        """`request` without a task when nothing has to be awaited before sending: the next
+        hop is an IP address, the transport is UDP or an open stream, and the request fits
+        UDP. The future gets the final response (408/503 synthesised, as for `request`).
+        None: the caller awaits `request` instead (nothing was sent)."""
+        if request.get("User-Agent") is None:
+            request.add("User-Agent", self.config.user_agent)
+        try:
+            dest = self.resolve_now(self._next_hop(request))
+        except (SipTransportError, SipSyntaxError):
+            return None  # `request` answers it with its 503
+        if dest is None or not self.transports.can_send_now(dest):
+            return None
+        self._add_via(request, dest)
+        forced = request.uri.transport is not None or dest.transport != "UDP"
+        too_big = not forced and "TCP" in self.transports.local
+        if too_big and len(request.to_bytes()) > UDP_MTU_LIMIT:
+            return None  # moves to TCP: a connection may have to be opened
+        return self._start_request(request, dest, on_provisional)
+
+    def _start_request(
+        self,
+        request: Request,
+        dest: Address,
+        on_provisional: Callable[[Response], None] | None,
+    ) -> asyncio.Future[Response]:
+        """Start the client transaction; the future is resolved with its final response."""
+        assert self._loop is not None
+        fut: asyncio.Future[Response] = self._loop.create_future()
+        try:
+            key, events = self.layer.send_request(request, dest, self.now())
+        except ValueError as exc:
+            fut.set_result(self._synthetic(request, 400, str(exc)))
+            return fut
+        self._waiters[key] = fut
+        if on_provisional is not None:
+            self._provisional[key] = on_provisional
+        fut.add_done_callback(lambda _f: self._forget_waiter(key))
+        self._dispatch(events)
+        self._arm()
+        return fut
+
+    def _forget_waiter(self, key: TxKey) -> None:
+        self._waiters.pop(key, None)
+        self._provisional.pop(key, None)
+
     async def _request_on(
         self,
         request: Request,
@@ -334,22 +395,7 @@ class SipEndpoint:
     ) -> Response:
         if not via_added:
             self._add_via(request, dest)
-        try:
-            key, events = self.layer.send_request(request, dest, self.now())
-        except ValueError as exc:
-            return self._synthetic(request, 400, str(exc))
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Response] = loop.create_future()
-        self._waiters[key] = fut
-        if on_provisional is not None:
-            self._provisional[key] = on_provisional
-        self._dispatch(events)
-        self._arm()
-        try:
-            response = await fut
-        finally:
-            self._waiters.pop(key, None)
-            self._provisional.pop(key, None)
+        response = await self._start_request(request, dest, on_provisional)
         if (
             response.status == 503
             and fallback is not None

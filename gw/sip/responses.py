@@ -7,9 +7,9 @@ cannot be copied is left out, so an error response can still be attempted.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 
+from gw.ids import random_hex
 from gw.sip.message import Request, Response, reason_phrase
 from gw.sip.uri import SipSyntaxError, parse_name_addr
 
@@ -20,7 +20,7 @@ MAGIC_COOKIE = "z9hG4bK"
 
 def new_branch() -> str:
     """A fresh RFC 3261 branch: magic cookie plus 96 random bits (§8.1.1.7)."""
-    return MAGIC_COOKIE + secrets.token_hex(12)
+    return MAGIC_COOKIE + random_hex(24)
 
 
 def build_response(

@@ -187,6 +187,34 @@ async def test_send_to_message_parses_the_coordinates_once(
     assert len({m.from_.tag for m in messages}) == 5, "a fresh From tag per MESSAGE"
 
 
+async def test_send_on_an_established_session_starts_no_gateway_task_and_keeps_order(
+    node: InProcess, msrp_user: MsrpUser, page: PageUser
+) -> None:
+    status, handle = await msrp_user.call(node.sip("udp"), to=page.aor("alice"))
+    assert status == 200 and handle is not None
+    outcome = await handle.send(b"first", "text/plain")  # refreshes the deadline: a task
+    assert type(outcome).__name__ == "MessageDelivered"
+    await page.wait_for(1)  # sent once the deadline refresh is done
+    counter = TaskCounter()
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(counter)
+    try:
+        outcomes = await asyncio.gather(
+            *(handle.send(f"s{i}".encode(), "text/plain") for i in range(10))
+        )
+    finally:
+        loop.set_task_factory(None)
+    assert {type(o).__name__ for o in outcomes} == {"MessageDelivered"}
+    messages = await page.wait_for(11)
+    assert [m.body for m in messages] == [b"first"] + [f"s{i}".encode() for i in range(10)]
+    # No refresh is due within the second: each MESSAGE is sent from the MSRP event and
+    # its answer handled by a callback, without a task. (SipEndpoint._guard tasks here are
+    # the in-process page user's, answering the MESSAGEs; the node receives no request.)
+    tasks = {k for k in counter.gateway_tasks() if k != "SipEndpoint._guard"}
+    assert tasks == set(), counter.names
+    assert node.gw.counters["msrp_to_page_delivered"] == 11
+
+
 async def test_key_locks_keep_nothing_per_idle_key() -> None:
     locks = KeyLocks()
     order: list[int] = []
