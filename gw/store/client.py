@@ -33,27 +33,30 @@ command that timed out may have run, and the session scripts are not all idempot
 Single server: a pool of at most 100 connections (`max_connections`); a command that finds
 them all busy waits up to `pool_timeout` (2 s) for one, then fails. redis-py's own pool
 fails it at once ("Too many connections"): a burst of set-ups after a pause of the node
-failed with 503 although Redis was fine (bench/notes.md).
+failed with 503 although Redis was fine (bench/notes.md). See `WaitingConnectionPool`.
 Cluster: at most 1000 connections per node (redis-py's cluster client fails a command at
 once with MaxConnectionsError when a node's pool is full; its own default is 100).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import random
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias, TypeGuard, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import BlockingConnectionPool, SSLConnection, parse_url
+from redis.asyncio.connection import ConnectionPool, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, SlotNotCoveredError
+from redis.exceptions import MaxConnectionsError, RedisClusterException, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
@@ -91,6 +94,48 @@ POOL_TIMEOUT = 2.0
 
 class ClusterUnavailable(RedisConnectionError, RedisClusterException):
     """No cluster node answers, or the slot map does not cover a key's slot."""
+
+
+class WaitingConnectionPool(ConnectionPool):
+    """redis-py's pool, except that a command finding every connection busy waits up to
+    `timeout` seconds for one to be released instead of failing at once. (redis-py's
+    BlockingConnectionPool waits too, but takes a lock, a condition and a timeout on every
+    command: about 18 µs more per command, measured; this one pays only when full.)"""
+
+    def __init__(self, *args: Any, timeout: float = POOL_TIMEOUT, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeout = timeout
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        deadline: float | None = None
+        while True:
+            try:
+                return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+            except MaxConnectionsError:
+                loop = asyncio.get_running_loop()
+                if deadline is None:
+                    deadline = loop.time() + self.timeout
+                left = deadline - loop.time()
+                if left > 0:
+                    released: asyncio.Future[None] = loop.create_future()
+                    self._waiting.append(released)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(released, left)
+                    if released.done():
+                        continue
+                raise RedisConnectionError(
+                    f"no Redis connection free within {self.timeout:g} s "
+                    f"({self.max_connections} in use)"
+                ) from None
+
+    async def release(self, connection: Any) -> None:
+        await super().release(connection)
+        while self._waiting:  # wake the oldest waiter still waiting
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
 
 
 class StoreCluster(RedisCluster):
@@ -155,7 +200,7 @@ def connect(
             options["timeout"] = options.pop("pool_timeout")
         if scheme == "unix":  # TCP keepalive means nothing on a Unix socket (and is refused)
             options.pop("socket_keepalive", None)
-        pool = BlockingConnectionPool.from_url(url, **options)  # the URL's options win
+        pool = WaitingConnectionPool.from_url(url, **options)  # the URL's options win
         if "pool_timeout" in pool.connection_kwargs:  # ?pool_timeout=S in the URL
             pool.timeout = float(pool.connection_kwargs.pop("pool_timeout"))
         return redis_class.from_pool(pool)
