@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from bench import run
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--module", default="gw.cli", help="the node's entry module")
     ap.add_argument("--log", type=int, default=0, help="print the last N bytes of the node log")
     ap.add_argument("--pin", action="store_true", help="node on CPU 0, all else on CPU 1")
+    ap.add_argument("--metrics", help="print the node's /metrics lines containing this")
     ap.add_argument("--spy", action="store_true", help="py-spy the node during the run")
     args = ap.parse_args(argv)
 
@@ -123,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if spy is not None:
                 spy.wait(60)
+            if args.metrics:
+                url = f"http://{node.ready['mgmt']}/metrics"
+                text = urllib.request.urlopen(url, timeout=5).read().decode()
+                print("\n".join(ln for ln in text.splitlines() if args.metrics in ln))
             node.kill()
             if args.log:
                 print(node.log.read_text()[-args.log :])

@@ -72,6 +72,7 @@ class GatewaySection:
     setup_timeout: float = 8.0
     require_success_report: bool = False
     max_queued_messages: int = 64
+    max_pending_setups: int = 256
     max_queued_bytes: int = 1048576
     max_page_message_size: int = 65536
     retry_after: int = 5
@@ -147,6 +148,7 @@ class Config:
             "setup_timeout",
             "max_queued_messages",
             "max_queued_bytes",
+            "max_pending_setups",
         ):
             if getattr(g, name) <= 0:
                 raise ConfigError(f"gateway.{name} must be > 0")

@@ -68,6 +68,9 @@ _GATEWAY_COUNTERS = (
      "page_messages_in"),
     ("msrpgw_msrp_messages_received_total",
      "Complete MSRP messages received for translation to page mode.", "msrp_messages_in"),
+    ("msrpgw_setups_refused_total",
+     "New sessions refused with 503 because gateway.max_pending_setups set-ups were in progress.",
+     "setups_refused"),
 )  # fmt: skip
 
 # Gateway counters named `<prefix><label value>`: (series, help, label, prefix).

@@ -56,6 +56,7 @@ class GatewaySettings:
     setup_timeout: float = 8.0
     require_success_report: bool = False
     max_queued_messages: int = 64
+    max_pending_setups: int = 256
     max_queued_bytes: int = 1 << 20
     max_page_message_size: int = 65536
     retry_after: int = 5
@@ -119,6 +120,8 @@ class GatewayBase:
         # The owner answers within its delivery timeout; wait a little longer than that.
         self.forward_timeout = max(forward_timeout, settings.delivery_timeout + 1.0)
         self._creating: dict[str, asyncio.Future[None]] = {}
+        self.setups_pending = 0  # msg_to_msrp set-ups in progress (max_pending_setups)
+        self._refusal_logged = -1e9  # monotonic time of the last "refusing" log line
         self._key_locks = KeyLocks()
         # Per-session trace switch (config gateway.trace_keys, MI msrp_gw_trace).
         self.traced: set[str] = set()

@@ -193,11 +193,15 @@ class PageSide(SessionSide):
                 return session  # made by the MESSAGE we waited for
             rec = await self.store.get(key)
             if rec is None:
+                if (refused := self._refuse_setup(key)) is not None:
+                    return refused
                 session = await self._create_outbound(page)
                 if session is not None:
                     return session
                 continue  # another node created it first: forward to it
             if rec.owner == me:
+                if (refused := self._refuse_setup(key)) is not None:
+                    return refused
                 return self._start_outbound(page, rec)  # ours in Redis, not in this process
             if self.registry is not None and await self.registry.alive(rec.owner):
                 if page.hops >= 2:
@@ -206,6 +210,8 @@ class PageSide(SessionSide):
                 if outcome is not None:
                     return outcome
                 continue  # its inbox is gone: it is dying; look again
+            if (refused := self._refuse_setup(key)) is not None:
+                return refused
             claimed = await self.store.claim(key, expected_owner=rec.owner, new_owner=me)
             if claimed is None:
                 continue  # another node took it first: it is the owner now
@@ -218,6 +224,25 @@ class PageSide(SessionSide):
             )
             return session
         return Outcome(503, "Session Owner Unreachable", [("Retry-After", "1")])
+
+    def _refuse_setup(self, key: str) -> Outcome | None:
+        """Overload: with `max_pending_setups` set-ups in progress, a new one gets a fast 503
+        instead of joining a queue where all of them would time out together."""
+        if self.setups_pending < self.settings.max_pending_setups:
+            return None
+        self.counters["setups_refused"] += 1
+        now = time.monotonic()
+        if now - self._refusal_logged >= 1.0:  # one line a second, not one per MESSAGE
+            self._refusal_logged = now
+            log.warning(
+                "refusing new sessions with 503: %d set-ups in progress (%d refused so far)",
+                self.setups_pending,
+                self.counters["setups_refused"],
+                extra={"key": key},
+            )
+        return Outcome(
+            503, "Too Many Session Setups", [("Retry-After", str(self.settings.retry_after))]
+        )
 
     async def _deliver_local(self, session: GwSession, page: PageMessage) -> Outcome:
         result = self._submit(session, page.body, page.content_type, page.call_id)
@@ -360,10 +385,17 @@ class PageSide(SessionSide):
         self.sessions[page.key] = session
         session.trace = page.key in self.traced
         self.counters["sessions_created_msg_to_msrp"] += 1
+        self.setups_pending += 1
         self._spawn(self._setup(session, page, fresh))  # not kept on the session: it ends
         return session
 
     async def _setup(self, session: GwSession, page: PageMessage, fresh: bool) -> None:
+        try:
+            await self._set_up(session, page, fresh)
+        finally:
+            self.setups_pending -= 1
+
+    async def _set_up(self, session: GwSession, page: PageMessage, fresh: bool) -> None:
         s = self.settings
 
         local_uri = self.msrp.new_local_uri()

@@ -15,7 +15,7 @@ import gc
 import logging
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -63,8 +63,18 @@ def state_dir() -> Iterator[str]:
 
 
 @pytest.fixture
+def tweak() -> Callable[[Config], None]:
+    """Config changes for one test (override the fixture)."""
+    return lambda cfg: None
+
+
+@pytest.fixture
 async def node(
-    redis_server: RedisServer, msrp_user: MsrpUser, page: PageUser, state_dir: str
+    redis_server: RedisServer,
+    msrp_user: MsrpUser,
+    page: PageUser,
+    state_dir: str,
+    tweak: Callable[[Config], None],
 ) -> AsyncIterator[InProcess]:
     cfg = Config()
     cfg.node.id = "gw-inproc"
@@ -76,6 +86,7 @@ async def node(
     cfg.mgmt.listen = "127.0.0.1:0"
     cfg.gateway.ruri_rewrite = f"sip:{{user}}@127.0.0.1:{msrp_user.sip_port}"
     cfg.gateway.delivery_timeout = 5
+    tweak(cfg)
     cfg.validate()
     n = Node(cfg)
     await n.start()
@@ -213,6 +224,28 @@ async def test_send_on_an_established_session_starts_no_gateway_task_and_keeps_o
     tasks = {k for k in counter.gateway_tasks() if k != "SipEndpoint._guard"}
     assert tasks == set(), counter.names
     assert node.gw.counters["msrp_to_page_delivered"] == 11
+
+
+@pytest.mark.parametrize(
+    "tweak", [lambda cfg: setattr(cfg.gateway, "max_pending_setups", 1)], ids=["max1"]
+)
+async def test_new_sessions_beyond_max_pending_setups_get_a_fast_503(
+    node: InProcess, msrp_user: MsrpUser, page: PageUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    msrp_user.answer_delay = 0.5  # the first set-up stays pending that long
+    first = asyncio.ensure_future(page.message(node, msrp_user.uri("bob"), b"one"))
+    await asyncio.sleep(0.2)
+    assert node.gw.setups_pending == 1
+    with caplog.at_level(logging.WARNING, logger="gw.gateway"):
+        second = await page.message(node, msrp_user.uri("carol"), b"two")
+    assert (second.status, second.reason) == (503, "Too Many Session Setups")
+    assert second.get("Retry-After") == "5"
+    assert "refusing new sessions with 503: 1 set-ups in progress" in caplog.text
+    assert node.gw.counters["setups_refused"] == 1
+    assert (await first).status == 200
+    assert node.gw.setups_pending == 0
+    again = await page.message(node, msrp_user.uri("carol"), b"two again")
+    assert again.status == 200, "served once the first set-up is done"
 
 
 async def test_key_locks_keep_nothing_per_idle_key() -> None:
