@@ -48,6 +48,7 @@ class SipSection:
     max_headers: int = 128
     max_header_length: int = 8192
     user_agent: str = "msrp-gw"
+    udp_buffer: int = 4194304
 
 
 @dataclass
@@ -179,6 +180,8 @@ class Config:
             raise ConfigError("cluster.heartbeat_ttl and cluster.forward_timeout must be > 0")
         if not 0 < self.sip.t1 <= self.sip.t2:
             raise ConfigError("sip.t1 must be > 0 and <= sip.t2")
+        if self.sip.udp_buffer < 0:
+            raise ConfigError("sip.udp_buffer must be >= 0 (0: the kernel's default)")
         scheme, _, _ = parse_msrp_listen(self.msrp.listen)
         if scheme == "msrps" and not (self.tls.cert_file and self.tls.key_file):
             raise ConfigError("msrp.listen is msrps: but tls.cert_file/tls.key_file are empty")

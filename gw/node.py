@@ -168,6 +168,7 @@ class Node:
                     max_body_size=cfg.sip.max_message_size,
                 ),
                 user_agent=f"{cfg.sip.user_agent}/{__version__}",
+                udp_buffer=cfg.sip.udp_buffer,
                 tls_server=self.tls_server,
                 tls_client=self.tls_client,
             ),

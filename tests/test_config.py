@@ -290,3 +290,14 @@ def test_validation_accepts_the_edges(tmp_path: Path) -> None:
     assert cfg.mgmt.listen == "0.0.0.0:8080"
     for host in ("localhost", "127.0.0.1"):
         load_config(env={"MSRPGW_MGMT__LISTEN": f"{host}:0"})
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"MSRPGW_SIP__UDP_BUFFER": "-1"}, "sip.udp_buffer must be >= 0"),
+        ({"MSRPGW_GATEWAY__MAX_PENDING_SETUPS": "0"}, "gateway.max_pending_setups must be > 0"),
+    ],
+)
+def test_overload_limits_are_validated(env: dict[str, str], key: str) -> None:
+    assert key in refused(env)

@@ -60,6 +60,7 @@ class EndpointConfig:
     tls_server: ssl.SSLContext | None = None
     tls_client: ssl.SSLContext | None = None
     contact_user: str = "gw"
+    udp_buffer: int = 0  # SO_RCVBUF/SO_SNDBUF of UDP listeners; 0: the kernel's default
 
 
 class IncomingRequest:
@@ -148,6 +149,7 @@ class SipEndpoint:
             limits=config.limits,
             tls_server=config.tls_server,
             tls_client=config.tls_client,
+            udp_buffer=config.udp_buffer,
         )
         self.stats = EndpointStats()
         self.dialogs: dict[DialogId, Dialog] = {}

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from gw.sip.framing import FramedError, FramedMessage, KeepAlive, StreamFramer
 from gw.sip.message import Limits, Request, Response, SipParseError, parse_message
@@ -133,8 +134,13 @@ class TransportLayer:
         tls_server: ssl.SSLContext | None = None,
         tls_client: ssl.SSLContext | None = None,
         connect_timeout: float = 5.0,
+        udp_buffer: int = 0,
     ) -> None:
         self.on_message = on_message
+        # SO_RCVBUF/SO_SNDBUF of UDP listeners (0: the kernel's default, ~208 KiB on Linux,
+        # about 100 MESSAGEs: a pause of a few tens of ms under load overflows it, and each
+        # drop costs a retransmission 500 ms later).
+        self.udp_buffer = udp_buffer
         self.on_parse_error = on_parse_error
         self.limits = limits or Limits()
         self.tls_server = tls_server
@@ -158,6 +164,8 @@ class TransportLayer:
             )
             self._udp = proto
             assert proto.transport is not None
+            if self.udp_buffer > 0:
+                _set_buffers(proto.transport.get_extra_info("socket"), self.udp_buffer)
             sock = proto.transport.get_extra_info("sockname")
         else:
             if spec.transport == "TLS" and self.tls_server is None:
@@ -279,3 +287,24 @@ class TransportLayer:
                 self.on_parse_error(exc, source)
             except Exception:
                 log.exception("sip parse-error handler failed")
+
+
+def _set_buffers(sock: Any, size: int) -> None:
+    """Ask for `size`-byte receive and send buffers; the kernel caps them (net.core.rmem_max,
+    wmem_max) unless the process may force them (CAP_NET_ADMIN). Logs what it got."""
+    for opt, force in (
+        (socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None)),
+        (socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None)),
+    ):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force or opt, size)
+        except (OSError, AttributeError):
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, size)
+    with contextlib.suppress(OSError, AttributeError):
+        log.info(
+            "udp buffers: receive %d, send %d bytes (asked %d)",
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+            size,
+        )

@@ -319,3 +319,25 @@ def test_timer_rearm_with_a_past_deadline_under_uvloop() -> None:
         return fired
 
     assert uvloop.run(main()) >= 1
+
+
+@pytest.mark.parametrize("size", [0, 1 << 20])
+async def test_udp_buffer_size(size: int) -> None:
+    """sip.udp_buffer: a larger receive buffer absorbs a pause of the node under load."""
+    import socket
+
+    ep = SipEndpoint(EndpointConfig(udp_buffer=size), lambda inc: inc.respond(200))
+    await ep.start([ListenSpec("UDP", "127.0.0.1", 0)])
+    try:
+        udp = ep.transports._udp
+        assert udp is not None and udp.transport is not None
+        sock = udp.transport.get_extra_info("socket")
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        with open("/proc/sys/net/core/rmem_default") as f:
+            default = 2 * int(f.read())  # Linux reports twice what is set
+        if size:
+            assert got >= size, got
+        else:
+            assert got <= default, got
+    finally:
+        await ep.close()
