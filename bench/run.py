@@ -61,7 +61,7 @@ class Plan:
     size_s: float = 4.0  # one closed-loop measurement per message size
     bisect_steps: int = 3
     bisect_steps_many: int = 2  # the 1,000-session case starts at the 1-session result
-    bisect_steps_setup: int = 2
+    bisect_steps_setup: int = 3
     many: int = 1000  # "1,000 sessions"
     setup_batch: int = 2000
     growth: tuple[int, ...] = (10, 1000, 10_000, 100_000)

@@ -193,6 +193,10 @@ class Rpc:
         NodeUnreachable when nobody listens; TimeoutError when no reply comes in time.
         """
         self.stats["calls"] += 1
+        if not self._ready.is_set():
+            # Our inbox is resubscribing (e.g. Redis just restarted): a reply now would be
+            # published to nobody, and the call would wait its whole timeout for nothing.
+            await asyncio.wait_for(self._ready.wait(), timeout)
         call_id = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = fut
