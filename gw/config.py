@@ -74,6 +74,7 @@ class GatewaySection:
     require_success_report: bool = False
     max_queued_messages: int = 64
     max_pending_setups: int = 256
+    max_pending_messages: int = 1000
     max_queued_bytes: int = 1048576
     max_page_message_size: int = 65536
     retry_after: int = 5
@@ -150,6 +151,7 @@ class Config:
             "max_queued_messages",
             "max_queued_bytes",
             "max_pending_setups",
+            "max_pending_messages",
         ):
             if getattr(g, name) <= 0:
                 raise ConfigError(f"gateway.{name} must be > 0")

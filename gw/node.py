@@ -278,6 +278,7 @@ class Node:
                 require_success_report=g.require_success_report,
                 max_queued_messages=g.max_queued_messages,
                 max_pending_setups=g.max_pending_setups,
+                max_pending_messages=g.max_pending_messages,
                 max_queued_bytes=g.max_queued_bytes,
                 max_page_message_size=g.max_page_message_size,
                 retry_after=g.retry_after,

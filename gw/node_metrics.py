@@ -71,6 +71,9 @@ _GATEWAY_COUNTERS = (
     ("msrpgw_setups_refused_total",
      "New sessions refused with 503 because gateway.max_pending_setups set-ups were in progress.",
      "setups_refused"),
+    ("msrpgw_msrp_input_pauses_total",
+     "Times MSRP input was paused because gateway.max_pending_messages MESSAGEs were unanswered.",
+     "msrp_input_paused"),
 )  # fmt: skip
 
 # Gateway counters named `<prefix><label value>`: (series, help, label, prefix).

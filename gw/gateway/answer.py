@@ -221,12 +221,35 @@ class SessionSide(Lifecycle):
             self._await_page(session, msg, req, fut)
         return True
 
+    def _page_sent(self) -> None:
+        """Flow control: with `max_pending_messages` MESSAGEs unanswered, stop reading MSRP
+        input (TCP pushes back on the senders) until half of them are answered. Without
+        it, an MSRP side faster than the page side piles up transactions until they time
+        out together."""
+        self.pages_pending += 1
+        if self.pages_pending >= self.settings.max_pending_messages and not self.msrp.input_paused:
+            self.msrp.pause_input()
+            self.counters["msrp_input_paused"] += 1
+            log.warning(
+                "%d MESSAGEs unanswered: MSRP input paused until %d",
+                self.pages_pending,
+                self.settings.max_pending_messages // 2,
+            )
+
+    def _page_answered(self) -> None:
+        self.pages_pending -= 1
+        if self.msrp.input_paused and self.pages_pending <= self.settings.max_pending_messages // 2:
+            self.msrp.resume_input()
+            log.info("MSRP input resumed (%d MESSAGEs unanswered)", self.pages_pending)
+
     def _await_page(
         self, session: GwSession, msg: MessageReceived, req: Request, fut: asyncio.Future[Response]
     ) -> None:
         started = time.perf_counter()
+        self._page_sent()
 
         def answered(f: asyncio.Future[Response]) -> None:
+            self._page_answered()
             if f.cancelled():
                 return  # the endpoint closed
             failure = self._page_outcome(session, msg, req, started, f.result())
@@ -256,7 +279,11 @@ class SessionSide(Lifecycle):
 
     async def _send_page(self, session: GwSession, msg: MessageReceived, req: Request) -> None:
         started = time.perf_counter()
-        response = await self.sip.request(req)
+        self._page_sent()
+        try:
+            response = await self.sip.request(req)
+        finally:
+            self._page_answered()
         failure = self._page_outcome(session, msg, req, started, response)
         if failure is not None:
             await failure

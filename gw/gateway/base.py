@@ -57,6 +57,7 @@ class GatewaySettings:
     require_success_report: bool = False
     max_queued_messages: int = 64
     max_pending_setups: int = 256
+    max_pending_messages: int = 1000
     max_queued_bytes: int = 1 << 20
     max_page_message_size: int = 65536
     retry_after: int = 5
@@ -122,6 +123,7 @@ class GatewayBase:
         self._creating: dict[str, asyncio.Future[None]] = {}
         self.setups_pending = 0  # msg_to_msrp set-ups in progress (max_pending_setups)
         self._refusal_logged = -1e9  # monotonic time of the last "refusing" log line
+        self.pages_pending = 0  # MESSAGEs sent for MSRP messages, not answered yet
         self._key_locks = KeyLocks()
         # Per-session trace switch (config gateway.trace_keys, MI msrp_gw_trace).
         self.traced: set[str] = set()

@@ -228,7 +228,7 @@ class PageSide(SessionSide):
     def _refuse_setup(self, key: str) -> Outcome | None:
         """Overload: with `max_pending_setups` set-ups in progress, a new one gets a fast 503
         instead of joining a queue where all of them would time out together."""
-        if self.setups_pending < self.settings.max_pending_setups:
+        if self.setups_pending + len(self._creating) < self.settings.max_pending_setups:
             return None
         self.counters["setups_refused"] += 1
         now = time.monotonic()

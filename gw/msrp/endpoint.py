@@ -124,7 +124,19 @@ class Link(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self._peername = transport.get_extra_info("peername")
         self.endpoint._links.add(self)
+        if self.endpoint.input_paused:
+            self.pause_reading()
         self.kick()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         tracer = self.endpoint.tracer
@@ -581,6 +593,7 @@ class MsrpEndpoint:
         self._handles: dict[str, Session] = {}
         self._relay: _RelayBinding | None = None
         self._relay_lock = asyncio.Lock()
+        self.input_paused = False  # pause_input: no connection is read from
 
     @property
     def uri(self) -> MsrpUri:
@@ -592,6 +605,20 @@ class MsrpEndpoint:
     @property
     def connections(self) -> list[Link]:
         return list(self._links)
+
+    def pause_input(self) -> None:
+        """Stop reading from every connection, new ones included, until `resume_input`:
+        TCP flow control pushes back on the senders (the user is overloaded)."""
+        if not self.input_paused:
+            self.input_paused = True
+            for link in self._links:
+                link.pause_reading()
+
+    def resume_input(self) -> None:
+        if self.input_paused:
+            self.input_paused = False
+            for link in self._links:
+                link.resume_reading()
 
     @property
     def relay(self) -> RelayClient | None:

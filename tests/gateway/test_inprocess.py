@@ -248,6 +248,38 @@ async def test_new_sessions_beyond_max_pending_setups_get_a_fast_503(
     assert again.status == 200, "served once the first set-up is done"
 
 
+@pytest.mark.parametrize(
+    "tweak", [lambda cfg: setattr(cfg.gateway, "max_pending_messages", 4)], ids=["max4"]
+)
+async def test_msrp_input_pauses_while_max_pending_messages_are_unanswered(
+    node: InProcess, msrp_user: MsrpUser, page: PageUser
+) -> None:
+    status, handle = await msrp_user.call(node.sip("udp"), to=page.aor("alice"))
+    assert status == 200 and handle is not None
+    assert type(await handle.send(b"first", "text/plain")).__name__ == "MessageDelivered"
+    await page.wait_for(1)
+    page.delay = 0.4  # the page side answers slowly
+    first_batch = [handle.send(f"a{i}".encode(), "text/plain") for i in range(6)]
+    sends = [asyncio.ensure_future(c) for c in first_batch]
+    await asyncio.sleep(0.15)
+    gw = node.gw
+    assert gw.msrp.input_paused and gw.pages_pending >= 4, gw.pages_pending
+    assert gw.counters["msrp_input_paused"] == 1
+    assert len(page.messages) == 7
+    # Sent now, these wait in the socket: the node reads nothing while paused.
+    sends += [asyncio.ensure_future(handle.send(f"b{i}".encode(), "text/plain")) for i in range(3)]
+    await asyncio.sleep(0.15)
+    assert len(page.messages) == 7, "nothing read while paused"
+    page.delay = 0.0
+    messages = await page.wait_for(10)  # answers come, input resumes, b0..b2 go out
+    assert [m.body for m in messages[1:]] == [f"a{i}".encode() for i in range(6)] + [
+        f"b{i}".encode() for i in range(3)
+    ]
+    await asyncio.gather(*sends)
+    await asyncio.sleep(0.1)
+    assert not gw.msrp.input_paused and gw.pages_pending == 0
+
+
 async def test_key_locks_keep_nothing_per_idle_key() -> None:
     locks = KeyLocks()
     order: list[int] = []

@@ -29,6 +29,7 @@ class SipTarget(Protocol):
 @dataclass
 class PageUser:
     status: int = 200
+    delay: float = 0.0  # seconds before answering each MESSAGE
     sip: SipEndpoint | None = None
     messages: list[Request] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -58,6 +59,8 @@ class PageUser:
             return
         self.messages.append(incoming.request)
         self.arrived.set()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         incoming.respond(self.status)
 
     async def message(
