@@ -45,6 +45,7 @@ from gw.msrp.events import (
     SessionClosed,
     SessionEvent,
 )
+from gw.node import GcTuner
 from gw.sip.dialog import Dialog
 from gw.sip.endpoint import EndpointConfig, IncomingRequest, SipEndpoint
 from gw.sip.message import Limits
@@ -90,6 +91,8 @@ class Peer:
         self.sip = SipEndpoint(EndpointConfig(timers=Timers(), limits=limits), self._handle)
         self.msrp = MsrpEndpoint("127.0.0.1", 0, idle_timeout=3600.0)
         self.received = 0
+        self.sessions_created = 0  # for the GC policy (GcTuner, as in the node)
+        self.sessions_ended = 0
         self.received_bytes = 0
         self.invites = 0
         self.byes = 0
@@ -141,6 +144,7 @@ class Peer:
             incoming.respond(200)
             handle = self.inbound.pop(req.call_id, None)
             if handle is not None:
+                self.sessions_ended += 1
                 handle.close("bye")
             return
         if req.method == "MESSAGE":
@@ -172,8 +176,8 @@ class Peer:
 
         def on_event(event: SessionEvent) -> None:
             self._sink_event(event)
-            if isinstance(event, SessionClosed):
-                self.inbound.pop(call_id, None)
+            if isinstance(event, SessionClosed) and self.inbound.pop(call_id, None):
+                self.sessions_ended += 1
 
         handle = self.msrp.create_session(
             media.path,
@@ -185,6 +189,7 @@ class Peer:
             max_message_size=4 << 20,
         )
         self.inbound[req.call_id] = handle
+        self.sessions_created += 1
         incoming.respond(200, body=answer.to_bytes(), content_type="application/sdp")
 
     # -- source: we call the gateway -------------------------------------------------
@@ -237,6 +242,7 @@ class Peer:
         )
         await handle.connect(timeout=10)
         self.outbound.append((handle, dialog))
+        self.sessions_created += 1
         return time.perf_counter() - t0
 
     async def call(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -381,6 +387,7 @@ class Peer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.sip.bye(dialog), 5)
             n += 1
+        self.sessions_ended += len(self.outbound)
         self.outbound.clear()
         return {"hung_up": n}
 
@@ -405,6 +412,23 @@ class Peer:
 async def main() -> None:
     peer = Peer()
     info = await peer.start()
+    # The node's GC policy for the load endpoint too: with 100,000 sessions its full
+    # collections paused it for hundreds of milliseconds, and set-ups waited on it.
+    tuner = GcTuner(
+        lambda: (
+            peer.sessions_created,
+            peer.sessions_ended,
+            len(peer.inbound) + len(peer.outbound),
+        )
+    )
+    tuner.start()
+
+    async def tune() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            tuner.tick()
+
+    ticker = asyncio.ensure_future(tune())
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -444,6 +468,7 @@ async def main() -> None:
                 reply({"error": f"unknown command {cmd!r}"})
         except Exception as exc:  # report, keep serving
             reply({"error": f"{type(exc).__name__}: {exc}"})
+    ticker.cancel()
     await peer.close()
 
 
