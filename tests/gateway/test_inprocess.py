@@ -321,6 +321,7 @@ def test_gc_tuner_freezes_after_a_batch_and_reclaims_after_a_turnover(
     assert tuner.reclaims == 1 and tuner.freezes == 2
     tuner.tick(force=True)
     assert tuner.freezes == 3 and tuner.reclaims == 1
+    tuner.stop()  # its pause watch must not outlive the test
 
 
 def test_gc_tuner_reports_every_pause_and_logs_slow_ones(
