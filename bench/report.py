@@ -449,6 +449,10 @@ def markdown(doc: dict[str, Any], chart_files: list[str]) -> str:
         ".venv/bin/python -m bench.run --only growth --max-sessions 100000 --merge\n"
         "#   re-run one scenario and update its section of docs/benchmarks.json\n"
         ".venv/bin/python -m bench.report                  # re-render this file from the JSON\n"
+        ".venv/bin/python -m bench.probe m2s --rate 5000 --warm 35   # one node, one scenario,\n"
+        "#   seconds: closed/open loop, CPU per message, --spy, --pin, --metrics (see --help)\n"
+        ".venv/bin/python -m bench.micro_sip   # also micro_msrp, micro_gateway, micro_redis:\n"
+        "#   CPU and memory of one layer at a time\n"
         "```\n"
     )
     add(
