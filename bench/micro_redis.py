@@ -24,7 +24,11 @@ IN_FLIGHT = 8
 
 async def measure(url: str, pool_class: Any) -> float:
     """µs of this process's CPU per EVALSHA, IN_FLIGHT at a time."""
-    extra = {} if pool_class is ConnectionPool else {"timeout": 2.0}
+    extra = {
+        ConnectionPool: {},
+        BlockingConnectionPool: {"timeout": 2.0},
+        WaitingConnectionPool: {"pool_timeout": 2.0},
+    }[pool_class]
     client = Redis.from_pool(pool_class.from_url(url, max_connections=100, **extra))
     sha = await client.script_load("return 1")
 

@@ -40,7 +40,6 @@ from gw.sip.sdp import (
 )
 from gw.sip.uri import SipSyntaxError
 from gw.store.records import SessionRecord
-from gw.store.sessions import SessionNotFound
 
 
 class SessionSide(Lifecycle):
@@ -212,14 +211,18 @@ class SessionSide(Lifecycle):
             return False
         self.counters["msrp_messages_in"] += 1
         req = self._page_request(session, msg)
-        if req is None:
-            return True  # answered with a failure REPORT
+        if req is not None:  # else answered with a failure REPORT
+            self._page_out(session, msg, req)
+        return True
+
+    def _page_out(self, session: GwSession, msg: MessageReceived, req: Request) -> None:
+        """Send the MESSAGE at once when nothing has to be awaited first (the outcome comes
+        by callback), else from a task (e.g. a host name to resolve first)."""
         fut = self.sip.request_nowait(req)
-        if fut is None:  # e.g. a host name to resolve first
+        if fut is None:
             self._spawn(self._send_page(session, msg, req))
         else:
             self._await_page(session, msg, req, fut)
-        return True
 
     def _page_sent(self) -> None:
         """Flow control: with `max_pending_messages` MESSAGEs unanswered, stop reading MSRP
@@ -267,15 +270,10 @@ class SessionSide(Lifecycle):
         try:
             await self._refresh_msrp(session)
             req = self._page_request(session, msg)
-            fut = self.sip.request_nowait(req) if req is not None else None
+            if req is not None:
+                self._page_out(session, msg, req)
         finally:
             session.to_page_waiting -= 1
-        if req is None:
-            return
-        if fut is not None:
-            self._await_page(session, msg, req, fut)
-        else:
-            await self._send_page(session, msg, req)
 
     async def _send_page(self, session: GwSession, msg: MessageReceived, req: Request) -> None:
         started = time.perf_counter()
@@ -289,27 +287,17 @@ class SessionSide(Lifecycle):
             await failure
 
     async def _refresh_msrp(self, session: GwSession) -> None:
-        """Push the session's deadline in Redis (MSRP side), or wait for the push in flight.
-        A store failure is counted, not raised: Redis is not in the message's path."""
-        touching = session.touching_msrp
-        if touching is not None:
-            await asyncio.shield(touching)
+        """Push the session's deadline in Redis (MSRP side) when due, or wait for the push
+        in flight. A store failure is counted once, not raised: Redis is not in the
+        message's path."""
+        waiting = session.touching_msrp is not None
+        if not waiting and time.time() - session.touched_msrp < TOUCH_INTERVAL:
             return
-        now = time.time()
-        if now - session.touched_msrp < TOUCH_INTERVAL:
-            return
-        touching = session.touching_msrp = asyncio.get_running_loop().create_future()
         try:
-            await self.store.touch(session.key, page_message=False, now=now)
-            session.touched_msrp = now
-        except SessionNotFound:
-            with contextlib.suppress(RedisError, OSError):
-                await self._rebuild(session)
+            await self._refresh_deadline(session, page=False)
         except (RedisError, OSError):
-            self.counters["store_errors"] += 1
-        finally:
-            session.touching_msrp = None
-            touching.set_result(None)
+            if not waiting:
+                self.counters["store_errors"] += 1
 
     def _page_request(self, session: GwSession, msg: MessageReceived) -> Request | None:
         """The MESSAGE for an MSRP message; None (after a 403 REPORT) if the session's

@@ -13,6 +13,7 @@ from gw.cluster.rpc import NodeUnreachable
 from gw.gateway import events as ev
 from gw.gateway.base import GatewayBase, log
 from gw.gateway.session import ACTIVE, ENDING, SETUP, GwSession, Outcome
+from gw.store.sessions import SessionNotFound
 
 
 class Lifecycle(GatewayBase):
@@ -89,6 +90,46 @@ class Lifecycle(GatewayBase):
         await self._publish(
             ev.SESSION_ENDED, {"key": session.key, "reason": reason, "origin": session.origin}
         )
+
+    async def _refresh_deadline(self, session: GwSession, *, page: bool) -> bool:
+        """Push the session's deadline in Redis for one side (`page`: the page-mode side).
+
+        One push at a time per side: messages arriving while one is in flight wait for it
+        instead of sending their own, since replies on different pooled connections could
+        come back in another order and the messages would go out in another order. Waiters
+        resume in arrival order. A store error is raised, to the waiters too; False: Redis
+        had lost the record and it could not be rebuilt."""
+        touching = session.touching if page else session.touching_msrp
+        if touching is not None:
+            await asyncio.shield(touching)
+            return True
+        touching = asyncio.get_running_loop().create_future()
+        if page:
+            session.touching = touching
+        else:
+            session.touching_msrp = touching
+        now = time.time()
+        try:
+            await self.store.touch(session.key, page_message=page, now=now)
+            if page:
+                session.touched_page = now
+            else:
+                session.touched_msrp = now
+        except SessionNotFound:
+            # Redis lost it (restart without persistence): we hold the live session.
+            return await self._rebuild(session)
+        except (RedisError, OSError) as exc:
+            touching.set_exception(exc)  # the waiters fail like this one
+            touching.exception()  # retrieved: no "never retrieved" log without waiters
+            raise
+        finally:
+            if page:
+                session.touching = None
+            else:
+                session.touching_msrp = None
+            if not touching.done():
+                touching.set_result(None)
+        return True
 
     async def _rebuild(self, session: GwSession) -> bool:
         """Re-create the record of a live session Redis lost; if another node created the

@@ -30,7 +30,6 @@ from gw.sip.sdp import (
 )
 from gw.sip.uri import NameAddr, parse_name_addr
 from gw.store.records import SessionRecord
-from gw.store.sessions import SessionNotFound
 
 
 class PageSide(SessionSide):
@@ -150,33 +149,10 @@ class PageSide(SessionSide):
         return await self._deliver_local(found, page)
 
     async def _refresh(self, session: GwSession) -> GwSession | None:
-        """Push the session's deadline in Redis; the session to deliver on, or None.
-
-        MESSAGEs arriving while a refresh is in flight wait for that one instead of sending
-        their own: replies on different pooled connections could come back in another
-        order and the MESSAGEs would go out on MSRP out of their order of arrival. Waiters
-        resume in arrival order, each after the one before it was queued."""
-        touching = session.touching
-        if touching is not None:
-            await asyncio.shield(touching)
-        else:
-            touching = session.touching = asyncio.get_running_loop().create_future()
-            now = time.time()
-            try:
-                await self.store.touch(session.key, page_message=True, now=now)
-                session.touched_page = now
-            except SessionNotFound:
-                # Redis lost it (restart without persistence): we hold the live session.
-                if not await self._rebuild(session):
-                    return None
-            except (RedisError, OSError) as exc:
-                touching.set_exception(exc)  # the waiters fail like this one (503)
-                touching.exception()  # retrieved: no "never retrieved" log without waiters
-                raise
-            finally:
-                session.touching = None
-                if not touching.done():
-                    touching.set_result(None)
+        """Push the session's deadline in Redis (`_refresh_deadline`: a store error fails
+        the MESSAGE with 503); the session to deliver on, or None."""
+        if not await self._refresh_deadline(session, page=True):
+            return None
         if self.sessions.get(session.key) is not session or session.state == ENDING:
             return None
         return session

@@ -125,18 +125,18 @@ class Link(asyncio.Protocol):
         self._peername = transport.get_extra_info("peername")
         self.endpoint._links.add(self)
         if self.endpoint.input_paused:
-            self.pause_reading()
+            self.set_reading(False)
         self.kick()
 
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            with contextlib.suppress(RuntimeError):
-                self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            with contextlib.suppress(RuntimeError):
-                self.transport.resume_reading()
+    def set_reading(self, on: bool) -> None:
+        """Pause or resume reading (MsrpEndpoint.pause_input); no-op once closing."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            with contextlib.suppress(RuntimeError):  # already in that state
+                if on:
+                    transport.resume_reading()
+                else:
+                    transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         tracer = self.endpoint.tracer
@@ -609,16 +609,16 @@ class MsrpEndpoint:
     def pause_input(self) -> None:
         """Stop reading from every connection, new ones included, until `resume_input`:
         TCP flow control pushes back on the senders (the user is overloaded)."""
-        if not self.input_paused:
-            self.input_paused = True
-            for link in self._links:
-                link.pause_reading()
+        self._set_input(paused=True)
 
     def resume_input(self) -> None:
-        if self.input_paused:
-            self.input_paused = False
+        self._set_input(paused=False)
+
+    def _set_input(self, *, paused: bool) -> None:
+        if self.input_paused != paused:
+            self.input_paused = paused
             for link in self._links:
-                link.resume_reading()
+                link.set_reading(not paused)
 
     @property
     def relay(self) -> RelayClient | None:

@@ -218,32 +218,20 @@ class SipEndpoint:
 
     async def resolve(self, uri: SipUri) -> Address:
         """Next hop for a URI (RFC 3263 without DNS SRV/NAPTR: A/AAAA only)."""
-        transport = uri.transport
-        if uri.scheme == "sips":
-            transport = "tls"
-        transport = (transport or "udp").upper()
-        if transport not in ("UDP", "TCP", "TLS"):
-            raise SipTransportError(f"unsupported transport {transport}")
-        host = uri.params.get("maddr") or uri.host
-        port = uri.port or (5061 if transport == "TLS" else 5060)
-        if not _is_ip_literal(host):
-            loop = asyncio.get_running_loop()
-            try:
-                infos = await loop.getaddrinfo(host, port)
-            except OSError as exc:
-                raise SipTransportError(f"cannot resolve {host}: {exc}") from exc
-            host = str(infos[0][4][0])
-        return Address(transport, host, port)
+        hop = _hop(uri)
+        if _is_ip_literal(hop.host):
+            return hop
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(hop.host, hop.port)
+        except OSError as exc:
+            raise SipTransportError(f"cannot resolve {hop.host}: {exc}") from exc
+        return Address(hop.transport, str(infos[0][4][0]), hop.port)
 
     def resolve_now(self, uri: SipUri) -> Address | None:
         """`resolve` without a lookup: None when the host is a name (DNS needed)."""
-        host = uri.params.get("maddr") or uri.host
-        if not _is_ip_literal(host):
-            return None
-        transport = "TLS" if uri.scheme == "sips" else (uri.transport or "udp").upper()
-        if transport not in ("UDP", "TCP", "TLS"):
-            raise SipTransportError(f"unsupported transport {transport}")
-        return Address(transport, host, uri.port or (5061 if transport == "TLS" else 5060))
+        hop = _hop(uri)
+        return hop if _is_ip_literal(hop.host) else None
 
     # -- building requests --------------------------------------------------------
     def new_request(
@@ -327,16 +315,20 @@ class SipEndpoint:
                 dest = await self._route(request)
         except (SipTransportError, SipSyntaxError) as exc:
             return self._synthetic(request, 503, f"Cannot Route: {exc}")
+        if self._too_big_for_udp(request, dest):
+            tcp = Address("TCP", dest.host, dest.port)
+            return await self._request_on(request, tcp, on_provisional, fallback=dest)
+        # The Via added for sizing is the one sent (a fresh branch either way).
+        return await self._request_on(request, dest, on_provisional, via_added=True)
+
+    def _too_big_for_udp(self, request: Request, dest: Address) -> bool:
+        """Add the Via for `dest`; True when the request has to move from UDP to TCP for
+        its size (§18.1.1: not when the transport was chosen, nor without a TCP listener)."""
+        self._add_via(request, dest)
         forced = request.uri.transport is not None or dest.transport != "UDP"
-        if dest.transport == "UDP" and not forced and "TCP" in self.transports.local:
-            self._add_via(request, dest)
-            if len(request.to_bytes()) > UDP_MTU_LIMIT:
-                tcp = Address("TCP", dest.host, dest.port)
-                response = await self._request_on(request, tcp, on_provisional, fallback=dest)
-                return response
-            # The Via added for sizing is the one sent (a fresh branch either way).
-            return await self._request_on(request, dest, on_provisional, via_added=True)
-        return await self._request_on(request, dest, on_provisional)
+        if forced or "TCP" not in self.transports.local:
+            return False
+        return len(request.to_bytes()) > UDP_MTU_LIMIT
 
     def request_nowait(
         self, request: Request, *, on_provisional: Callable[[Response], None] | None = None
@@ -353,10 +345,7 @@ class SipEndpoint:
             return None  # `request` answers it with its 503
         if dest is None or not self.transports.can_send_now(dest):
             return None
-        self._add_via(request, dest)
-        forced = request.uri.transport is not None or dest.transport != "UDP"
-        too_big = not forced and "TCP" in self.transports.local
-        if too_big and len(request.to_bytes()) > UDP_MTU_LIMIT:
+        if self._too_big_for_udp(request, dest):
             return None  # moves to TCP: a connection may have to be opened
         return self._start_request(request, dest, on_provisional)
 
@@ -772,6 +761,15 @@ class SipEndpoint:
 
 
 @functools.lru_cache(maxsize=1024)
+def _hop(uri: SipUri) -> Address:
+    """Transport, host and port to reach `uri` (the host may still be a name)."""
+    transport = "TLS" if uri.scheme == "sips" else (uri.transport or "udp").upper()
+    if transport not in ("UDP", "TCP", "TLS"):
+        raise SipTransportError(f"unsupported transport {transport}")
+    host = uri.params.get("maddr") or uri.host
+    return Address(transport, host, uri.port or (5061 if transport == "TLS" else 5060))
+
+
 def _is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

@@ -290,16 +290,12 @@ class TransactionLayer:
         return tx.request if tx else None
 
     def next_deadline(self) -> float | None:
-        found = [
-            d
-            for d in (
-                self._queue.next_deadline(),
-                self._answered.next_deadline(),
-                self._finished.next_deadline(),
-            )
-            if d is not None
-        ]
-        return min(found) if found else None
+        deadlines = (
+            self._queue.next_deadline(),
+            self._answered.next_deadline(),
+            self._finished.next_deadline(),
+        )
+        return min((d for d in deadlines if d is not None), default=None)
 
     # -- client side -----------------------------------------------------------------------
     def send_request(
@@ -358,10 +354,10 @@ class TransactionLayer:
             events.insert(0, Send(tx.ack, tx.dest, key))
             return events + self._linger(tx, "D", self.timers.d(tx.reliable), now)
         duration = self.timers.k(tx.reliable)
-        events += self._remove(tx)
-        if duration > 0:
-            events.pop()  # Terminated when Timer K fires
-            self._finished.add(key, None, now + duration)
+        if duration <= 0:
+            return events + self._remove(tx)
+        self._drop(tx)
+        self._finished.add(key, None, now + duration)  # Terminated when Timer K fires
         return events
 
     # -- server side -----------------------------------------------------------------------
@@ -416,9 +412,9 @@ class TransactionLayer:
         self._queue.cancel_all(tx)
         if not tx.invite:
             duration = self.timers.j(tx.reliable)
-            ended = self._remove(tx)
             if duration <= 0:
-                return send + ended
+                return send + self._remove(tx)
+            self._drop(tx)
             dest = tx.dest
             wire = (response.to_bytes(), dest.transport, dest.host, dest.port)
             self._answered.add(key, wire, now + duration)  # Terminated when Timer J fires
@@ -539,6 +535,12 @@ class TransactionLayer:
         return []
 
     def _remove(self, tx: _Tx) -> list[Event]:
+        self._drop(tx)
+        return [Terminated(tx.key)]
+
+    def _drop(self, tx: _Tx) -> None:
+        """Forget the transaction; `_remove` also tells the TU (a `_Lingering` entry
+        taking over tells it when that expires)."""
         self._queue.cancel_all(tx)
         tx.state = State.TERMINATED
         del self._txs[tx.key]
@@ -549,7 +551,6 @@ class TransactionLayer:
                 del self._by_addr[tx.dest]
         if tx.legacy is not None and self._legacy.get(tx.legacy) == tx.key:
             del self._legacy[tx.legacy]
-        return [Terminated(tx.key)]
 
 
 V = TypeVar("V")

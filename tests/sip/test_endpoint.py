@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 
@@ -324,8 +325,6 @@ def test_timer_rearm_with_a_past_deadline_under_uvloop() -> None:
 @pytest.mark.parametrize("size", [0, 1 << 20])
 async def test_udp_buffer_size(size: int) -> None:
     """sip.udp_buffer: a larger receive buffer absorbs a pause of the node under load."""
-    import socket
-
     ep = SipEndpoint(EndpointConfig(udp_buffer=size), lambda inc: inc.respond(200))
     await ep.start([ListenSpec("UDP", "127.0.0.1", 0)])
     try:
