@@ -250,6 +250,19 @@ def register_metrics(
         kind="counter",
     )
     reg.callback(
+        "msrpgw_msrp_alternate_connections_total",
+        "MSRP sessions whose requests also arrived on a second connection from their peer "
+        "(accepted: the whole From-Path matched), once per session and connection.",
+        lambda: float(msrp.stats["alternate_connections"]),
+        kind="counter",
+    )
+    reg.callback(
+        "msrpgw_msrp_sessions_moved_total",
+        "MSRP sessions moved to their alternate connection when their bound one was lost.",
+        lambda: float(msrp.stats["sessions_moved"]),
+        kind="counter",
+    )
+    reg.callback(
         "msrpgw_store_errors_total",
         "Store (Redis) commands that failed.",
         lambda: float(redis.errors if isinstance(redis, CountingRedis) else 0),

@@ -1,12 +1,21 @@
 """Sans-I/O MSRP connection (RFC 4975 §5.4, §6, §7.3): one TCP/TLS stream, many sessions.
 
 Bytes in are parsed and each request is matched to a session through the
-endpoint-wide `SessionTable` (top To-Path URI is ours, last From-Path URI is
-the session's peer); unmatched requests get 481, a session bound to another
-connection 506, and nothing is ever answered to a REPORT. Responses are routed
-back to the session by transaction id. Bytes out are pulled round-robin from
-the bound sessions. A connection with no session bound is closed after
-`idle_timeout`, so one that never sends anything valid does not linger.
+endpoint-wide `SessionTable` (§7.3: the top To-Path URI is ours and the whole
+From-Path is the session's peer path, URI by URI); unmatched requests get 481,
+and nothing is ever answered to a REPORT. Responses are routed back to the
+session by transaction id. Bytes out are pulled round-robin from the bound
+sessions. A connection with no session bound is closed after `idle_timeout`,
+so one that never sends anything valid does not linger.
+
+A session is bound to the connection its first request came on (§5.4), but a
+peer may open a second one to the same URI and send on it: OpenSIPS's msrp_ua
+does, its bind SEND on one connection and the message on another, both with
+`Failure-Report: no`, so a 506 there silently loses the text. A request whose
+whole From-Path matches is therefore accepted on any connection and answered
+on the one it came on (`AlternateConnection`, once per session and connection).
+Our own requests keep using the bound connection; if that one is lost while an
+alternate is open, the session moves there (`SessionMoved`) instead of ending.
 
 Other users of the same stream (an RFC 4976 relay client AUTHing on it) plug in
 through `response_hook`, which may claim responses before they are routed, and
@@ -25,9 +34,18 @@ from gw.msrp.events import RequestRejected, UnmatchedResponse
 from gw.msrp.frame import Frame, FrameError, FrameParser, make_response, serialize
 from gw.msrp.outgoing import OutgoingMessage
 from gw.msrp.session import MsrpSession
-from gw.msrp.uri import MsrpUriError
+from gw.msrp.uri import MsrpUri, MsrpUriError
 
-__all__ = ["ConnectionEvent", "MsrpConnection", "ResponseHook", "SessionBound", "SessionTable"]
+__all__ = [
+    "AlternateConnection",
+    "ConnectionEvent",
+    "MsrpConnection",
+    "ResponseHook",
+    "SessionBound",
+    "SessionMoved",
+    "SessionTable",
+    "same_path",
+]
 
 _QUANTUM = 1 << 16  # bytes pulled from one session before the next gets a turn
 _OVERHEAD = 256  # rough header bytes per frame, for budgets
@@ -40,18 +58,53 @@ class SessionBound:
     session: MsrpSession
 
 
-ConnectionEvent = SessionBound | RequestRejected | UnmatchedResponse
+@dataclass(frozen=True, slots=True)
+class AlternateConnection:
+    """A request of a session bound to another connection arrived here with its whole
+    From-Path matching: accepted and answered here. Once per session and connection."""
+
+    session: MsrpSession
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMoved:
+    """The session's bound connection was lost; it is carried here now (a connection
+    that had carried its requests as an alternate)."""
+
+    session: MsrpSession
+
+
+ConnectionEvent = (
+    SessionBound | AlternateConnection | SessionMoved | RequestRejected | UnmatchedResponse
+)
 
 ResponseHook = Callable[[Frame | FrameError], bool]
 """Offered each response no session transaction owns, readable (`Frame`) or not
 (`FrameError` with a tid); returns True to claim it, so the core drops it silently."""
 
 
+def same_path(received: tuple[MsrpUri, ...], expected: tuple[MsrpUri, ...]) -> bool:
+    """RFC 4975 §7.3: a From-Path matches the session's peer path when it has the same
+    URIs in the same order, each equal by §6.1 (a relay prepends the URI it gave
+    in Use-Path, so a relayed path arrives as it was negotiated)."""
+    if received == expected:
+        return True
+    return len(received) == len(expected) and all(
+        r.matches(e) for r, e in zip(received, expected, strict=True)
+    )
+
+
 class SessionTable:
-    """Live sessions of an endpoint by local session-id, shared by its connections."""
+    """Live sessions of an endpoint by local session-id, shared by its connections.
+
+    It also knows, per session, the connections other than the bound one that
+    carried its requests (alternates), so a lost bound connection can hand the
+    session over instead of ending it.
+    """
 
     def __init__(self) -> None:
         self._by_id: dict[str, MsrpSession] = {}
+        self._alternates: dict[str, list[MsrpConnection]] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -64,6 +117,36 @@ class SessionTable:
     def remove(self, session: MsrpSession) -> None:
         if self._by_id.get(session.session_id) is session:
             del self._by_id[session.session_id]
+            self._alternates.pop(session.session_id, None)
+
+    def note_alternate(self, session: MsrpSession, connection: MsrpConnection) -> bool:
+        """Record that `connection` carried a request of `session`; True the first time."""
+        known = self._alternates.setdefault(session.session_id, [])
+        if connection in known:
+            return False
+        known.append(connection)
+        return True
+
+    def take_alternate(self, session: MsrpSession, lost: MsrpConnection) -> MsrpConnection | None:
+        """An open alternate connection of `session` other than `lost` (forgotten here)."""
+        known = self._alternates.get(session.session_id)
+        while known:
+            connection = known.pop(0)
+            if connection is not lost and not connection.closed:
+                if not known:
+                    del self._alternates[session.session_id]
+                return connection
+        self._alternates.pop(session.session_id, None)
+        return None
+
+    def forget_connection(self, connection: MsrpConnection) -> None:
+        """`connection` is gone: it is no alternate of any session any more."""
+        for sid in connection.alternate_ids():
+            known = self._alternates.get(sid)
+            if known is not None and connection in known:
+                known.remove(connection)
+                if not known:
+                    del self._alternates[sid]
 
     def get(self, session_id: str) -> MsrpSession | None:
         return self._by_id.get(session_id)
@@ -79,8 +162,8 @@ class SessionTable:
         session = self._by_id.get(to[0].session_id or "")
         if session is None or session.closed or not session.local_uri.matches(to[0]):
             return 481, "no such session"
-        if not session.peer_uri.matches(frm[-1]):
-            return 481, "From-Path does not match the session's peer"
+        if not same_path(frm, session.peer_path):
+            return 481, "From-Path does not match the session's peer path"
         return session
 
 
@@ -113,6 +196,7 @@ class MsrpConnection:
         self.close_reason: str | None = None
         self._parser = FrameParser(max_chunk_size, max_header_bytes)
         self._sessions: dict[str, MsrpSession] = {}
+        self._alternates: dict[str, MsrpSession] = {}  # bound elsewhere, requests seen here
         self._control: deque[Frame] = deque()  # our own answers (481, 400, ...)
         self._ready: deque[str] = deque()
         self._ready_set: set[str] = set()
@@ -133,6 +217,10 @@ class MsrpConnection:
     @property
     def sessions(self) -> list[MsrpSession]:
         return list(self._sessions.values())
+
+    def alternate_ids(self) -> list[str]:
+        """Session-ids of sessions bound elsewhere whose requests came here."""
+        return list(self._alternates)
 
     def has_output(self) -> bool:
         """Whether `data_to_send` may have something (cheap; it may still return b"")."""
@@ -220,10 +308,23 @@ class MsrpConnection:
             self.attach(match, now)
             self._events.append(SessionBound(match))
         elif match.connection is not self:
-            self._refuse(frame, 506, "session bound to another connection")
+            self._alternate_request(match, frame, now)
             return
         match.handle_request(frame, now)
         self.wake(match)
+
+    def _alternate_request(self, session: MsrpSession, frame: Frame, now: float) -> None:
+        """A request of a session bound to another connection, its whole path matching
+        (see the module docstring): handled by the session, answered here."""
+        sid = session.session_id
+        if sid not in self._alternates:
+            self._alternates[sid] = session
+            if self.table.note_alternate(session, self):
+                self._events.append(AlternateConnection(session))
+        if not self._sessions:  # kept open while it carries requests (see on_timer)
+            self._idle_deadline = now + self.idle_timeout
+        session.handle_request(frame, now, self._control)
+        self._touched[sid] = session
 
     def _refuse(self, frame: Frame, code: int, reason: str) -> None:
         failure_report = (frame.header("Failure-Report") or "yes").strip().lower()
@@ -340,7 +441,10 @@ class MsrpConnection:
     def on_timer(self, now: float) -> None:
         idle = None if self.keep_open else self._idle_deadline
         if idle is not None and now >= idle and not self.closed:
-            self.close("idle: no session on this connection")
+            if self._alternates_live():
+                self._idle_deadline = now + self.idle_timeout
+            else:
+                self.close("idle: no session on this connection")
         timers = self._timers
         while timers and timers[0][0] <= now:
             deadline, _, sid = heapq.heappop(timers)
@@ -352,20 +456,50 @@ class MsrpConnection:
                 self.wake(session)
         self._purge_tids(now)
 
+    def _alternates_live(self) -> bool:
+        """Whether a session this connection is an alternate of is still open."""
+        for sid, session in list(self._alternates.items()):
+            if session.closed or self.table.get(sid) is not session:
+                del self._alternates[sid]
+        return bool(self._alternates)
+
+    def adopt(self, session: MsrpSession) -> None:
+        """Carry `session`, whose bound connection was lost, here (an alternate)."""
+        sid = session.session_id
+        session.connection = self
+        self._sessions[sid] = session
+        self._alternates.pop(sid, None)
+        self._idle_deadline = None
+        self._events.append(SessionMoved(session))
+        self.wake(session)
+
     def close(self, reason: str) -> None:
         """Ask the adapter to close (after writing what is pending)."""
         if not self.closed:
             self.closed = True
             self.close_reason = reason
 
-    def connection_lost(self, reason: str | None = None) -> None:
-        """The stream is gone: every bound session ends, its pending messages fail (408)."""
+    def connection_lost(self, reason: str | None = None) -> list[MsrpConnection]:
+        """The stream is gone. A bound session with an open alternate connection moves
+        there (its requests in flight here time out); every other one ends, its pending
+        messages failing (408). Returns the connections that took sessions over, whose
+        adapters have events to hand out."""
         self.close(reason or "connection lost")
         why = reason or self.close_reason or "connection lost"
+        self.table.forget_connection(self)
+        self._alternates.clear()
+        adopters: list[MsrpConnection] = []
         for session in self._sessions.values():
+            other = None if session.closed else self.table.take_alternate(session, self)
+            if other is not None:
+                other.adopt(session)
+                if other not in adopters:
+                    adopters.append(other)
+                continue
             session.connection_lost(why)
             self._touched[session.session_id] = session
         self._sessions.clear()
         self._ready.clear()
         self._ready_set.clear()
         self._control.clear()
+        return adopters

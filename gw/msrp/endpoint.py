@@ -23,7 +23,14 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, cast
 
-from gw.msrp.connection import ConnectionEvent, MsrpConnection, SessionBound, SessionTable
+from gw.msrp.connection import (
+    AlternateConnection,
+    ConnectionEvent,
+    MsrpConnection,
+    SessionBound,
+    SessionMoved,
+    SessionTable,
+)
 from gw.msrp.events import (
     MessageAborted,
     MessageDelivered,
@@ -149,8 +156,12 @@ class Link(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self.core.connection_lost(None if exc is None else f"connection lost: {exc}")
+        adopters = self.core.connection_lost(None if exc is None else f"connection lost: {exc}")
         self._dispatch()
+        if adopters:
+            for link in self.endpoint.connections:
+                if link.core in adopters:
+                    link.kick()
         if self._relay is not None:
             self._relay.lost()
         self.endpoint._link_gone(self)
@@ -216,7 +227,11 @@ class Link(asyncio.Protocol):
         handles = self.endpoint._handles
         for session in core.touched():
             handle = handles.get(session.session_id)
-            if handle is not None:
+            if handle is None:
+                continue
+            if session.connection is not core and session.has_outgoing():
+                handle._wake()  # handled on an alternate: its bound link may have output
+            else:
                 handle._pump()
 
 
@@ -593,6 +608,9 @@ class MsrpEndpoint:
         self._handles: dict[str, Session] = {}
         self._relay: _RelayBinding | None = None
         self._relay_lock = asyncio.Lock()
+        # A relay is configured (the node's msrp.relay): sessions go through it by default,
+        # and fail with 503 (not ValueError) until `use_relay` has succeeded.
+        self.relay_required = False
         self.input_paused = False  # pause_input: no connection is read from
 
     @property
@@ -724,10 +742,11 @@ class MsrpEndpoint:
         """Register a session so inbound requests match it at once; then `connect`.
 
         `role` comes from SDP (RFC 4975 §5.4 / RFC 6135 a=setup, decided by the
-        caller). `via_relay` (default: whenever `use_relay` set a relay up)
-        routes it per RFC 4976: `Session.local_path` (our a=path) is Use-Path +
-        our URI and requests go to Use-Path + `peer_path` on the relay link;
-        ValueError without a relay, MsrpSessionError(503) while it is down.
+        caller). `via_relay` (default: whenever `use_relay` set a relay up, or
+        `relay_required`) routes it per RFC 4976: `Session.local_path` (our
+        a=path) is Use-Path + our URI and requests go to Use-Path + `peer_path`
+        on the relay link; ValueError without a relay, MsrpSessionError(503)
+        while it is down (or, with `relay_required`, not up yet).
         `options` go to `MsrpSession` (peer_accept_types, peer_max_size,
         chunk_size, max_message_size, transaction_timeout, ...).
         """
@@ -768,9 +787,11 @@ class MsrpEndpoint:
     # -- internals -----------------------------------------------------------------
     def _relay_for(self, via_relay: bool | None) -> _RelayBinding | None:
         relay = self._relay
-        if via_relay is False or (via_relay is None and relay is None):
+        if via_relay is False or (via_relay is None and relay is None and not self.relay_required):
             return None
         if relay is None:
+            if self.relay_required:
+                raise MsrpSessionError(503, "relay not authenticated yet")
             raise ValueError("no relay: call use_relay first")
         if not relay.up:
             raise MsrpSessionError(503, f"relay down: {relay.client.state.value}")
@@ -813,10 +834,26 @@ class MsrpEndpoint:
             del self._outbound[link.key]
 
     def _connection_event(self, link: Link, event: ConnectionEvent) -> None:
-        if isinstance(event, SessionBound):
+        if isinstance(event, SessionBound | SessionMoved):
             handle = self._handles.get(event.session.session_id)
             if handle is not None:
                 handle._bind(link)
+            if isinstance(event, SessionMoved):
+                self.stats["sessions_moved"] += 1
+                log.info(
+                    "msrp session %s moved to connection %s: its bound connection was lost",
+                    event.session.session_id,
+                    link.peername,
+                )
+            return
+        if isinstance(event, AlternateConnection):
+            self.stats["alternate_connections"] += 1
+            log.info(
+                "msrp session %s: request on a second connection from %s, From-Path "
+                "matching; accepted and answered there (first time for this connection)",
+                event.session.session_id,
+                link.peername,
+            )
             return
         if isinstance(event, RequestRejected):
             self.stats[f"rejected_{event.code}"] += 1

@@ -417,25 +417,34 @@ class MsrpSession:
         return True
 
     # -- receiving ---------------------------------------------------------------
-    def handle_request(self, frame: Frame, now: float) -> None:
-        """A request already matched to this session (To-Path and From-Path)."""
+    def handle_request(self, frame: Frame, now: float, replies: deque[Frame] | None = None) -> None:
+        """A request already matched to this session (To-Path and From-Path).
+
+        Its response goes to `replies` when given: the queue of the connection it came
+        on, when that is not the one the session is bound to (RFC 4975 §7.3 answers a
+        request on the connection that carried it). Otherwise to our own output."""
         method = frame.method
         if method == "SEND" and not self.closed:
             fields = _send_fields(frame)
             code, reason = self._on_send(frame, fields, now)
-            self._answer(frame, code, reason, _failure_value(fields[_FR]))
+            self._answer(frame, code, reason, _failure_value(fields[_FR]), replies)
             if self._auto_report is not None:  # after the 200, not before it
                 self.report_success(self._auto_report)
                 self._auto_report = None
         elif method == "REPORT":
             self._on_report(frame)
         elif method != "SEND":
-            self._answer(frame, 501, f"{method} not implemented")
+            self._answer(frame, 501, f"{method} not implemented", None, replies)
         else:
-            self._answer(frame, 481, "session closed")
+            self._answer(frame, 481, "session closed", None, replies)
 
     def _answer(
-        self, frame: Frame, code: int, reason: str, failure_report: str | None = None
+        self,
+        frame: Frame,
+        code: int,
+        reason: str,
+        failure_report: str | None = None,
+        replies: deque[Frame] | None = None,
     ) -> None:
         """Respond per Failure-Report (§7.1.1): yes always, partial on error, no never.
         `failure_report`: the request's, normalised, if the caller has it already."""
@@ -445,7 +454,11 @@ class MsrpSession:
             self._emit(RequestRejected(code, reason, frame.method, frame.message_id, answered))
         if answered:
             comment = None if code == 200 else reason
-            self._queue_control(make_response(frame, code, comment, responder=self.local_uri))
+            response = make_response(frame, code, comment, responder=self.local_uri)
+            if replies is None:
+                self._queue_control(response)
+            else:
+                replies.append(response)
 
     def _on_send(self, frame: Frame, fields: list[str | None], now: float) -> tuple[int, str]:
         mid, ct, body = fields[_MID], fields[_CT], frame.body

@@ -7,7 +7,13 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gw.msrp.connection import MsrpConnection, SessionBound, SessionTable
+from gw.msrp.connection import (
+    AlternateConnection,
+    MsrpConnection,
+    SessionBound,
+    SessionMoved,
+    SessionTable,
+)
 from gw.msrp.events import (
     IncomingAborted,
     MessageAborted,
@@ -164,12 +170,45 @@ def test_from_path_mismatch_gets_481() -> None:
     assert s.connection is None and s.events() == []
 
 
-def test_from_path_through_relays_matches_on_its_last_uri() -> None:
+def test_from_path_is_matched_on_its_whole_path() -> None:
+    """§7.3: a relay the session never negotiated makes the path another one."""
     s, conn = passive()
+    conn.receive_data(request(frm=f"{RELAY} {A}"), 0.0)
+    assert [f.status for f in frames_in(conn.data_to_send(0.0))] == [481]
+    assert s.connection is None
+
+
+def test_from_path_through_negotiated_relays_matches() -> None:
+    table = SessionTable()
+    s = MsrpSession(B, [RELAY, A])
+    table.add(s)
+    conn = MsrpConnection(table, now=0.0)
     conn.receive_data(request(frm=f"{RELAY} {A}"), 0.0)
     (resp,) = frames_in(conn.data_to_send(0.0))
     assert resp.status == 200 and resp.header("To-Path") == str(RELAY)
     assert s.connection is conn
+
+
+def test_from_path_matches_uri_by_uri_per_section_6_1() -> None:
+    """Host and scheme case, transport case: equal by §6.1, not by text."""
+    table = SessionTable()
+    s = MsrpSession(B, [RELAY, A])
+    table.add(s)
+    conn = MsrpConnection(table, now=0.0)
+    conn.receive_data(
+        request(frm="MSRP://Relay.Example:2855/r1;TCP msrp://A.EXAMPLE:2855/sessA;tcp"), 0.0
+    )
+    assert [f.status for f in frames_in(conn.data_to_send(0.0))] == [200]
+
+
+def test_from_path_with_the_relays_in_another_order_gets_481() -> None:
+    table = SessionTable()
+    other = parse_msrp_uri("msrp://relay2.example:2855/r2;tcp")
+    s = MsrpSession(B, [RELAY, other, A])
+    table.add(s)
+    conn = MsrpConnection(table, now=0.0)
+    conn.receive_data(request(frm=f"{other} {RELAY} {A}"), 0.0)
+    assert [f.status for f in frames_in(conn.data_to_send(0.0))] == [481]
 
 
 def test_report_to_unknown_session_is_never_answered() -> None:
@@ -192,13 +231,91 @@ def test_failure_report_no_gets_no_481() -> None:
     assert conn.data_to_send(0.0) == b""
 
 
-def test_session_bound_elsewhere_gets_506() -> None:
+def test_second_connection_with_matching_path_is_accepted_and_answered_there() -> None:
+    """OpenSIPS's msrp_ua: the bind SEND on one connection, the message on another."""
+    s, conn = passive()
+    other = MsrpConnection(conn.table, now=0.0)
+    conn.receive_data(request(body=b"", headers=[("Byte-Range", "1-0/0")]), 0.0)
+    assert s.connection is conn
+    assert [f.status for f in frames_in(conn.data_to_send(0.0))] == [200]
+    other.receive_data(request(mid="msg2", body=b"hello"), 0.0)
+    (resp,) = frames_in(other.data_to_send(0.0))
+    assert (resp.status, resp.tid) == (200, "tid1234")
+    assert conn.data_to_send(0.0) == b"", "the answer goes on the connection the SEND came on"
+    assert [type(e) for e in other.events()] == [AlternateConnection]
+    assert other.touched() == [s]
+    (received,) = s.events()
+    assert isinstance(received, MessageReceived) and received.body == b"hello"
+    assert s.connection is conn, "our own requests keep using the bound connection"
+
+
+def test_second_connection_failure_report_no_is_delivered_silently() -> None:
+    s, conn = passive()
+    other = MsrpConnection(conn.table, now=0.0)
+    conn.receive_data(request(body=b"", headers=[("Failure-Report", "no")]), 0.0)
+    other.receive_data(request(mid="m2", body=b"text", headers=[("Failure-Report", "no")]), 0.0)
+    assert other.data_to_send(0.0) == b""
+    assert [e.body for e in s.events() if isinstance(e, MessageReceived)] == [b"text"]
+
+
+def test_alternate_event_once_per_session_and_connection() -> None:
+    _, conn = passive()
+    other = MsrpConnection(conn.table, now=0.0)
+    conn.receive_data(request(), 0.0)
+    for i in range(3):
+        other.receive_data(request(mid=f"m{i}"), 0.0)
+    assert [type(e) for e in other.events()] == [AlternateConnection]
+
+
+def test_second_connection_with_foreign_from_path_gets_481() -> None:
+    _, conn = passive()
+    other = MsrpConnection(conn.table, now=0.0)
+    conn.receive_data(request(), 0.0)
+    other.receive_data(request(mid="m2", frm="msrp://evil.example:2855/sessA;tcp"), 0.0)
+    assert [f.status for f in frames_in(other.data_to_send(0.0))] == [481]
+    assert other.events()[0] == RequestRejected(
+        481, "From-Path does not match the session's peer path", "SEND", "m2", True
+    )
+
+
+def test_session_moves_to_the_alternate_when_its_connection_is_lost() -> None:
     s, conn = passive()
     other = MsrpConnection(conn.table, now=0.0)
     conn.receive_data(request(), 0.0)
-    assert s.connection is conn
-    other.receive_data(request(mid="msg2"), 0.0)
-    assert [f.status for f in frames_in(other.data_to_send(0.0))] == [506]
+    conn.data_to_send(0.0)
+    other.receive_data(request(mid="m2"), 0.0)
+    other.data_to_send(0.0)
+    other.events()
+    assert conn.connection_lost("peer closed") == [other]
+    assert not s.closed and s.connection is other
+    assert [type(e) for e in other.events()] == [SessionMoved]
+    s.send_message(b"back", "text/plain", now=1.0)
+    other.wake(s)
+    (sent,) = frames_in(other.data_to_send(1.0))
+    assert sent.method == "SEND" and sent.body == b"back"
+
+
+def test_session_without_alternate_ends_when_its_connection_is_lost() -> None:
+    s, conn = passive()
+    conn.receive_data(request(), 0.0)
+    assert conn.connection_lost("peer closed") == []
+    assert s.closed
+
+
+def test_alternate_stays_open_while_its_session_lives_then_idles_out() -> None:
+    s, conn = passive()
+    other = MsrpConnection(conn.table, now=0.0, idle_timeout=30.0)
+    conn.receive_data(request(), 0.0)
+    other.receive_data(request(mid="m2"), 10.0)
+    deadline = other.next_deadline()
+    assert deadline == 40.0
+    other.on_timer(40.0)
+    assert not other.closed, "its session is alive: not idle"
+    s.close("bye")
+    deadline = other.next_deadline()
+    assert deadline is not None
+    other.on_timer(deadline)
+    assert other.closed
 
 
 def test_parser_errors_are_answered_unless_report() -> None:
