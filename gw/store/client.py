@@ -35,7 +35,13 @@ them all busy waits up to `pool_timeout` (2 s) for one, then fails. redis-py's o
 fails it at once ("Too many connections"): a burst of set-ups after a pause of the node
 failed with 503 although Redis was fine (bench/notes.md). See `WaitingConnectionPool`.
 Cluster: at most 1000 connections per node (redis-py's cluster client fails a command at
-once with MaxConnectionsError when a node's pool is full; its own default is 100).
+once with MaxConnectionsError when a node's pool is full; its own default is 100). A topology
+refresh asked for by a connection error runs on the command's next attempt
+(`topology_refresh_min_interval` 0 on redis-py >= 8.2, whose default is 1 s; failed refreshes
+still back off), so a whole-cluster outage is seen within the command's own retries.
+
+Outages of a cluster reach callers as `ClusterUnavailable` (a redis ConnectionError) on every
+supported redis-py version; see `StoreCluster`.
 """
 
 from __future__ import annotations
@@ -46,11 +52,12 @@ import inspect
 import random
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias, TypeGuard, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import redis.exceptions
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import ConnectionPool, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -59,11 +66,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisClusterException, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+if TYPE_CHECKING:  # typed as its base: the code below runs on redis-py with or without it
+    _Unreachable = RedisClusterException
+else:  # redis-py >= 8.2 raises it from commands and pipelines once a refresh reached no node
+    _Unreachable = getattr(redis.exceptions, "RedisClusterUnreachableError", RedisClusterException)
+
 __all__ = [
     "DEFAULTS",
     "ClusterUnavailable",
     "StoreClient",
     "StoreCluster",
+    "StoreClusterPipeline",
     "channel_home",
     "connect",
     "decodes_responses",
@@ -92,8 +105,21 @@ MAX_CONNECTIONS = 100
 POOL_TIMEOUT = 2.0
 
 
-class ClusterUnavailable(RedisConnectionError, RedisClusterException):
-    """No cluster node answers, or the slot map does not cover a key's slot."""
+class ClusterUnavailable(RedisConnectionError, _Unreachable):
+    """No cluster node answers, or the slot map does not cover a key's slot. A redis
+    ConnectionError (so a RedisError: the node answers 503) and a RedisClusterException
+    (on redis-py >= 8.2 a RedisClusterUnreachableError); the error redis-py raised is its
+    `__cause__`."""
+
+
+# Errors of a cluster command, pipeline or slot lookup that mean an outage: a slot no node
+# serves; (redis-py >= 8.2) a topology refresh that reached no node. Other
+# RedisClusterExceptions (a cross-slot command, ...) are deterministic and stay what they are.
+_OUTAGES: tuple[type[Exception], ...] = (
+    (SlotNotCoveredError,)
+    if _Unreachable is RedisClusterException
+    else (SlotNotCoveredError, _Unreachable)
+)
 
 
 class WaitingConnectionPool(ConnectionPool):
@@ -139,16 +165,36 @@ class WaitingConnectionPool(ConnectionPool):
                 break
 
 
+_REFRESH_MIN_INTERVAL = (  # redis-py >= 8.2
+    "topology_refresh_min_interval" in inspect.signature(RedisCluster.__init__).parameters
+)
+
+
 class StoreCluster(RedisCluster):
-    """RedisCluster whose outages are RedisErrors. redis-py raises RedisClusterException,
-    which is not a RedisError, when no startup node answers ("Redis Cluster cannot be
-    connected") or a slot is not covered; code that answers 503 on RedisError (and the
-    redis-py retry loops) must see those as connection errors. Like the single-server
-    client, a command that timed out is not re-sent (it may have run)."""
+    """RedisCluster whose outages are RedisErrors: `ClusterUnavailable` (a ConnectionError)
+    when no node answers a topology refresh or a key's slot is not covered, from commands
+    (scripts included), pipelines, `initialize()` and `get_node_from_key()`. Code that answers
+    503 on RedisError (and the redis-py retry loops) must see those as connection errors.
+    Like the single-server client, a command that timed out is not re-sent (it may have run).
+
+    redis-py < 8.2 raised such an outage from `initialize()`, run by the command's next
+    attempt, as a RedisClusterException (not a RedisError). redis-py 8.2 keeps the current slot
+    map when a refresh fails (it logs "Topology refresh failed, keeping the current one"),
+    ends the command or pipeline with a new RedisClusterUnreachableError (still not a
+    RedisError), and runs an error-triggered refresh at most once a second
+    (`topology_refresh_min_interval`): a command failing within a second of the last refresh
+    ran out of retries before any refresh and raised the plain ConnectionError. Here the
+    refresh runs on the next attempt (interval 0, as before 8.2; failed refreshes still back
+    off) and both raise paths are translated."""
 
     ERRORS_ALLOW_RETRY = tuple(  # type: ignore[assignment]
         e for e in RedisCluster.ERRORS_ALLOW_RETRY if not issubclass(e, RedisTimeoutError)
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if _REFRESH_MIN_INTERVAL:
+            kwargs.setdefault("topology_refresh_min_interval", 0.0)
+        super().__init__(*args, **kwargs)
 
     async def initialize(self, *args: Any, **kwargs: Any) -> StoreCluster:
         try:
@@ -162,7 +208,44 @@ class StoreCluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().execute_command(*args, **kwargs)
+        except ClusterUnavailable:
+            raise
+        except _OUTAGES as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        if shard_hint:  # refused by redis-py
+            return super().pipeline(transaction, shard_hint)
+        return StoreClusterPipeline(self, transaction)  # type: ignore[abstract, unused-ignore]
+
+    def get_node_from_key(self, key: str, replica: bool = False) -> ClusterNode | None:
+        try:
+            return super().get_node_from_key(key, replica)
         except SlotNotCoveredError as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+
+class StoreClusterPipeline(ClusterPipeline):
+    """A StoreCluster's pipeline: outages are `ClusterUnavailable`, as for commands."""
+
+    async def initialize(self) -> ClusterPipeline:
+        try:
+            return await super().initialize()
+        except ClusterUnavailable:
+            raise
+        except _OUTAGES as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except ClusterUnavailable:
+            raise
+        except _OUTAGES as exc:
             raise ClusterUnavailable(str(exc)) from exc
 
 
@@ -280,7 +363,7 @@ def _sentinel(url: str, redis_class: type[Redis], kwargs: dict[str, Any]) -> Red
         **({"ssl": True} if tls else {}),
         **sentinel_auth,
     }
-    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **merged)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **merged)  # type: ignore[no-untyped-call, unused-ignore]
     client: Redis = sentinel.master_for(service, redis_class=redis_class)
     return client
 

@@ -109,7 +109,7 @@ class EventSubscription:
             try:
                 await pubsub.subscribe(self._channel)
             except BaseException:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
                 raise
         except BaseException:
             await release_pubsub_client(self._redis, sub)
@@ -121,7 +121,7 @@ class EventSubscription:
         sub, self._sub = self._sub, None
         if pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
         if sub is not None:
             await release_pubsub_client(self._redis, sub)
 

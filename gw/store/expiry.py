@@ -130,7 +130,7 @@ class _Feed:
             finally:
                 self._set_ready(False)
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     def _where(self) -> str:
         return f" on {self.name}" if self.name else ""
@@ -159,7 +159,7 @@ class _Feed:
         try:
             await pubsub.psubscribe(PATTERN)
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             raise
         return pubsub
 

@@ -15,7 +15,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gw.store import ExpiryListener, SessionRecord, SessionStore, connect
-from gw.store.client import DEFAULTS, StoreCluster
+from gw.store.client import DEFAULTS, ClusterUnavailable, StoreCluster, StoreClusterPipeline
 from tests.support.redis_cluster import LocalSentinel
 from tests.support.redis_server import RedisServer
 
@@ -69,6 +69,9 @@ async def test_cluster_urls() -> None:
     assert isinstance(tls, RedisCluster)
     assert issubclass(tls.nodes_manager.connection_kwargs["connection_class"], SSLConnection)
     assert tls.nodes_manager.connection_kwargs["ssl_cert_reqs"] == "none"
+    assert isinstance(client.pipeline(), StoreClusterPipeline)
+    with pytest.raises(ClusterUnavailable):  # no slot map yet: no node serves the slot
+        client.get_node_from_key("k")
     for bad in (
         "redis+cluster://n1.example",  # no port
         "redis+cluster://n1.example:7000/3",  # only db 0

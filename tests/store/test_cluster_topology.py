@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gw.cluster.rpc import NodeUnreachable, Rpc
 from gw.store import EventBus, ExpiryListener, SessionRecord, SessionStore, connect
@@ -195,3 +196,52 @@ async def test_cluster_outage_is_a_connection_error_and_recovers() -> None:
             await listener.stop()
             await rpc.stop()
             await rc.aclose()
+
+
+async def test_outage_right_after_a_refresh_is_cluster_unavailable_everywhere() -> None:
+    """The whole cluster goes down less than a second after the clients read the slot map.
+    redis-py 8.2 runs an error-triggered refresh at most once a second by default: a command
+    then ran out of retries before any refresh and raised a plain ConnectionError, and once a
+    refresh had failed it raised RedisClusterUnreachableError (not a RedisError). Every entry
+    point of the store must raise ClusterUnavailable, the first call after the outage too."""
+    with LocalCluster(3) as cluster:
+        prefix = f"t{uuid.uuid4().hex[:10]}"
+        clients = [connect(cluster.url) for _ in range(3)]
+        try:
+            stores = []
+            for rc in clients:
+                assert isinstance(rc, RedisCluster)
+                store = SessionStore(rc, prefix=prefix, session_timeout=60, message_timeout=60)
+                await store.create(SessionRecord(key="a"))  # slot map read, scripts loaded
+                stores.append(store)
+            for server in cluster.servers:
+                server.kill()
+            by_command, by_script, by_pipeline = stores
+            errors: list[ClusterUnavailable] = []
+            with pytest.raises(ClusterUnavailable) as command:
+                await by_command.get("a")  # HGETALL
+            errors.append(command.value)
+            with pytest.raises(ClusterUnavailable) as script:
+                await by_script.create(SessionRecord(key="b"))  # EVALSHA
+            errors.append(script.value)
+            with pytest.raises(ClusterUnavailable) as pipeline:
+                await by_pipeline.existing(["a", "b"])  # a pipeline
+            errors.append(pipeline.value)
+            for store in stores:  # and once the clients know
+                with pytest.raises(ClusterUnavailable):
+                    await store.get("a")
+                with pytest.raises(ClusterUnavailable):
+                    await store.touch("a", page_message=True, now=time.time())
+                with pytest.raises(ClusterUnavailable):
+                    await store.existing(["a"])
+                with pytest.raises(RedisError):  # SCAN per primary, then pipelines
+                    await store.expired_sweep()
+            for error in errors:
+                assert isinstance(error, RedisError) and isinstance(error, RedisClusterException)
+                assert isinstance(error.__cause__, RedisClusterException | RedisError)
+                unreachable = getattr(redis.exceptions, "RedisClusterUnreachableError", None)
+                if unreachable is not None:  # redis-py >= 8.2: its own type still matches
+                    assert isinstance(error, unreachable)
+        finally:
+            for rc in clients:
+                await rc.aclose()
