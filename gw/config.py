@@ -21,6 +21,9 @@ from typing import Any
 __all__ = ["Config", "ConfigError", "load_config"]
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 class ConfigError(ValueError):
     """One clear line naming the offending key."""
 
@@ -32,6 +35,9 @@ def _default_node_id() -> str:
 @dataclass
 class NodeSection:
     id: str = field(default_factory=_default_node_id)
+    # The deployment this node belongs to, for loop detection (X-Msrp-Gw). Empty: the one
+    # kept in the session store, created by the first node that starts on it.
+    deployment: str = ""
     state_dir: str = ".msrp-gw"
     loop: str = "auto"  # auto (uvloop when installed), uvloop, asyncio
 
@@ -58,6 +64,10 @@ class MsrpSection:
     max_chunk_size: int = 1048576
     max_message_size: int = 10485760
     transaction_timeout: float = 30.0
+    relay: str = ""  # RFC 4976 relay, msrp[s]://host[:port];tcp; empty: none
+    relay_user: str = ""
+    relay_password: str = ""
+    relay_expires: int = 0  # seconds asked for in AUTH; 0: send no Expires, the relay picks
 
 
 @dataclass
@@ -130,6 +140,10 @@ class Config:
     log: LogSection = field(default_factory=LogSection)
 
     def validate(self) -> None:
+        if self.node.deployment and not _TOKEN.fullmatch(self.node.deployment):
+            raise ConfigError(
+                "node.deployment must be 1-64 letters, digits or .-_ (it travels in X-Msrp-Gw)"
+            )
         g = self.gateway
         for name in ("hash_size", "cleanup_interval", "session_timeout", "message_timeout"):
             if getattr(g, name) <= 0:
@@ -189,6 +203,7 @@ class Config:
             raise ConfigError("msrp.listen is msrps: but tls.cert_file/tls.key_file are empty")
         if self.msrp.chunk_size <= 0 or self.msrp.chunk_size > self.msrp.max_chunk_size:
             raise ConfigError("msrp.chunk_size must be > 0 and <= msrp.max_chunk_size")
+        _check_relay(self.msrp)
         host, _, port = self.mgmt.listen.rpartition(":")
         if not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"mgmt.listen must be host:port, got {self.mgmt.listen!r}")
@@ -198,6 +213,31 @@ class Config:
             raise ConfigError("node.loop must be auto, uvloop or asyncio")
         if self.log.level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("log.level must be debug, info, warning or error")
+
+
+def _check_relay(m: MsrpSection) -> None:
+    """The msrp.relay* keys: a relay URI we can AUTH at, and credentials for it."""
+    if not m.relay:
+        if m.relay_user or m.relay_password:
+            raise ConfigError("msrp.relay_user/relay_password are set but msrp.relay is empty")
+        return
+    from gw.msrp.uri import MsrpUriError, parse_msrp_uri
+
+    try:
+        uri = parse_msrp_uri(m.relay.strip())
+    except MsrpUriError as exc:
+        raise ConfigError(f"msrp.relay must look like msrps://host:port;tcp: {exc}") from None
+    if uri.transport.lower() != "tcp" or uri.session_id is not None or uri.user is not None:
+        raise ConfigError(
+            f"msrp.relay must look like msrps://host:port;tcp (no user, session-id or "
+            f"transport other than tcp), got {m.relay!r}"
+        )
+    if not m.relay_user:
+        raise ConfigError("msrp.relay_user is required with msrp.relay (RFC 4976 AUTH)")
+    if any(c < " " or c == "\x7f" for c in m.relay_user + m.relay_password):
+        raise ConfigError("msrp.relay_user/relay_password must not contain control characters")
+    if m.relay_expires < 0:
+        raise ConfigError("msrp.relay_expires must be >= 0 (0: the relay picks)")
 
 
 def parse_msrp_listen(text: str) -> tuple[str, str, int]:

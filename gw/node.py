@@ -11,11 +11,19 @@ import os
 import signal
 import ssl
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential,
+    wait_random,
+)
 
 from gw import __version__
 from gw.cluster.registry import NodeRegistry
@@ -26,18 +34,25 @@ from gw.gateway.policy import Policy, load_hook, split_types
 from gw.mgmt.http import MgmtServer
 from gw.mgmt.mi import MiError, MiParams, param_str
 from gw.msrp.endpoint import MsrpEndpoint
+from gw.msrp.relay import RelayAuthError
+from gw.msrp.uri import MsrpUri, parse_msrp_uri
 from gw.node_metrics import CountingRedis, register_metrics
 from gw.sip.endpoint import EndpointConfig, SipEndpoint
 from gw.sip.message import Limits
 from gw.sip.transaction import Address, Timers
 from gw.sip.transport import parse_listen
 from gw.store.client import StoreClient, connect
+from gw.store.deployment import deployment_id
 from gw.store.embedded import EmbeddedRedis
 from gw.store.events import EventBus
 from gw.store.expiry import ExpiryListener
 from gw.store.sessions import SessionStore, scan_batch
 
 log = logging.getLogger("gw.node")
+
+# How long start() waits for the first relay AUTH before declaring the node ready anyway
+# (sessions get 503 until the relay is up; the keeper keeps trying in the background).
+RELAY_START_WAIT = 5.0
 
 
 def tls_contexts(cfg: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext]:
@@ -151,6 +166,116 @@ class GcTuner:
         )
 
 
+class RelayKeeper:
+    """Keeps an `MsrpEndpoint` AUTHed at its RFC 4976 relay (`msrp.relay`).
+
+    `start` begins the first AUTH; after a failure (refused, no answer, no connection)
+    the next attempt waits with exponential backoff and jitter (tenacity: `initial`,
+    doubling, at most `max_backoff` seconds), forever. When the relay connection is
+    lost, or a refresh fails (the endpoint then closes it and ends the sessions on
+    it), the keeper waits `initial` seconds and starts over. Until the relay is up
+    again, relayed sessions fail with 503 (`MsrpEndpoint.relay_required`).
+    `counts`: `auth_ok`, `auth_failed`, `lost`; `up` is set while the relay is up.
+    """
+
+    def __init__(
+        self,
+        endpoint: MsrpEndpoint,
+        relay: MsrpUri,
+        user: str,
+        password: str,
+        expires: int | None = None,
+        *,
+        initial: float = 0.5,
+        max_backoff: float = 30.0,
+        timeout: float = 10.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.relay = relay
+        self.user = user
+        self._password = password
+        self.expires = expires
+        self.initial = initial
+        self.max_backoff = max_backoff
+        self.timeout = timeout
+        self.counts: Counter[str] = Counter()
+        self.up = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        endpoint.relay_required = True
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="msrp-relay-keeper")
+
+    async def wait_up(self, timeout: float) -> bool:
+        """Whether the relay is up within `timeout` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.up.wait(), timeout)
+        return self.up.is_set()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.up.clear()
+
+    async def _run(self) -> None:
+        while True:
+            await self._authenticate()
+            link = self.endpoint.relay_link
+            self.up.set()
+            if link is not None:
+                await asyncio.wait({link.lost})  # not the future itself: others await it too
+            self.up.clear()
+            self.counts["lost"] += 1
+            state = self.endpoint.relay.state.value if self.endpoint.relay else "none"
+            log.warning(
+                "msrp relay %s lost (%s): sessions through it ended; AUTH again in %.1f s",
+                self.relay,
+                state,
+                self.initial,
+            )
+            await asyncio.sleep(self.initial)
+
+    async def _authenticate(self) -> None:
+        retrying = AsyncRetrying(
+            wait=wait_exponential(multiplier=self.initial, max=self.max_backoff)
+            + wait_random(0, self.initial),
+            retry=retry_if_exception_type((RelayAuthError, OSError, TimeoutError)),
+            before_sleep=self._before_retry,
+        )
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    use_path = await self.endpoint.use_relay(
+                        self.relay, self.user, self._password, self.expires, timeout=self.timeout
+                    )
+                except (RelayAuthError, OSError, TimeoutError):
+                    self.counts["auth_failed"] += 1
+                    raise
+        self.counts["auth_ok"] += 1
+        client = self.endpoint.relay
+        log.info(
+            "msrp relay %s: authenticated as %s, Use-Path %s, expires %s",
+            self.relay,
+            self.user,
+            " ".join(map(str, use_path)),
+            client.expires if client is not None else None,
+        )
+
+    def _before_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        log.warning(
+            "msrp relay %s: AUTH failed (attempt %d): %s; next attempt in %.1f s",
+            self.relay,
+            state.attempt_number,
+            exc or "unknown error",
+            state.upcoming_sleep,
+        )
+
+
 class Node:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -183,6 +308,15 @@ class Node:
             ssl_client=self.tls_client,
             max_chunk_size=cfg.msrp.max_chunk_size,
         )
+        self.relay: RelayKeeper | None = None
+        if cfg.msrp.relay:
+            self.relay = RelayKeeper(
+                self.msrp,
+                parse_msrp_uri(cfg.msrp.relay.strip()),
+                cfg.msrp.relay_user,
+                cfg.msrp.relay_password,
+                cfg.msrp.relay_expires or None,
+            )
         self.policy = Policy(
             content_types=split_types(g.content_types),
             key_template=g.key_template,
@@ -191,6 +325,7 @@ class Node:
         )
         self.embedded: EmbeddedRedis | None = None
         self.store_url = ""
+        self.deployment = ""
         self.redis: StoreClient | None = None
         self.gateway: Gateway | None = None
         self.expiry: ExpiryListener | None = None
@@ -260,7 +395,10 @@ class Node:
             grace=2 * g.cleanup_interval + 30,
         )
         bus = EventBus(self.redis, node=cfg.node.id)
+        self.deployment = cfg.node.deployment or await deployment_id(self.redis, "msrpgw")
         await self.msrp.start()
+        if self.relay is not None:
+            self.relay.start()
         self.registry = NodeRegistry(
             self.redis,
             cfg.node.id,
@@ -270,6 +408,7 @@ class Node:
         self.gateway = Gateway(
             GatewaySettings(
                 node_id=cfg.node.id,
+                deployment=self.deployment,
                 content_types=split_types(g.content_types),
                 accept_wrapped_types=split_types(g.accept_wrapped_types),
                 reply_mode=g.reply_mode,
@@ -308,6 +447,8 @@ class Node:
         self.bound = await self.sip.start(specs)
         self.mgmt_addr = await self.mgmt.start()
         self._sweeper = asyncio.create_task(self._sweep_loop())
+        if self.relay is not None and not await self.relay.wait_up(RELAY_START_WAIT):
+            log.warning("msrp relay %s not up yet: MSRP sessions get 503", self.relay.relay)
         self._write_ready()
 
     def _register_mi(self) -> None:
@@ -393,6 +534,27 @@ class Node:
         )
         by_gen = [pauses.labels(str(g)) for g in range(3)]
         self.gc_tuner.observe = lambda gen, seconds: by_gen[min(gen, 2)].observe(seconds)
+        relay = self.relay
+        if relay is not None:
+            metrics = self.mgmt.metrics
+            metrics.callback(
+                "msrpgw_msrp_relay_up",
+                "1 while this node is authenticated at its MSRP relay (msrp.relay), else 0.",
+                lambda: 1.0 if relay.up.is_set() else 0.0,
+            )
+            metrics.callback(
+                "msrpgw_msrp_relay_auth_total",
+                "AUTH attempts at the MSRP relay (first ones and after a loss), by result.",
+                lambda: {r: float(relay.counts[f"auth_{r}"]) for r in ("ok", "failed")},
+                ["result"],
+                kind="counter",
+            )
+            metrics.callback(
+                "msrpgw_msrp_relay_lost_total",
+                "Times the MSRP relay connection or its grant was lost (relayed sessions ended).",
+                lambda: float(relay.counts["lost"]),
+                kind="counter",
+            )
 
     async def _sweep_loop(self) -> None:
         assert self.gateway is not None
@@ -406,11 +568,14 @@ class Node:
         sip = [f"{a.transport.lower()}:{a.host}:{a.port}" for a in self.bound]
         info = {
             "node": self.cfg.node.id,
+            "deployment": self.deployment,
             "pid": os.getpid(),
             "sip": sip,
             "msrp": str(self.msrp.uri),
             "mgmt": f"{self.mgmt_addr[0]}:{self.mgmt_addr[1]}",
         }
+        if self.msrp.use_path:  # the relay's Use-Path when the node became ready
+            info["msrp_relay"] = " ".join(map(str, self.msrp.use_path))
         if self.embedded is not None:  # for `msrp-gw events` (a configured URL is in config)
             info["store"] = self.store_url
         tmp = state / "ready.json.tmp"
@@ -425,6 +590,8 @@ class Node:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.gateway.drain(), 10)
             await self.gateway.close()
+        if self.relay is not None:
+            await self.relay.stop()  # before the endpoint closes its link: no new AUTH
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._gc_ticker is not None:
@@ -467,13 +634,15 @@ def run_loop(main: Coroutine[Any, Any, int], loop: str = "auto") -> int:
 
 async def run_node(cfg: Config) -> int:
     node = Node(cfg)
+    # Handlers first: a SIGTERM between ready.json and here used to kill the node
+    # undrained (exit -15, no BYE, ready.json left behind). Now it drains once started.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.stopping.set)
     await node.start()
     # Long-lived objects (sessions, dialogs, listeners) out of the collector's way: full
     # collections walking every session cost hundreds of ms at 10k sessions (GcTuner).
     node.tune_gc()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, node.stopping.set)
     await node.stopping.wait()
     log.info("stopping: draining sessions")
     await node.stop()

@@ -69,6 +69,15 @@ async def test_run_answers_options_and_stops_on_sigterm() -> None:
     assert code == 0, node.output()
 
 
+def test_sigterm_as_soon_as_ready_drains_and_exits_0() -> None:
+    """No window after ready.json where SIGTERM takes the default action (exit -15)."""
+    for _ in range(3):
+        node = GatewayProcess()
+        node.start()
+        assert node.stop() == 0, node.output()
+        assert not (node.dir / "state" / "ready.json").exists(), "cleaned up on the way out"
+
+
 # -- sessions and events (the management side) ----------------------------------------------
 
 SESSION: dict[str, Any] = {

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from gw.gateway import events as ev
 from gw.gateway.base import ALLOW, TOUCH_INTERVAL, log
 from gw.gateway.lifecycle import Lifecycle
+from gw.gateway.loops import hops_of
 from gw.gateway.mapping import sip_to_msrp
 from gw.gateway.policy import Decision
 from gw.gateway.session import ACTIVE, GwSession
@@ -101,6 +102,8 @@ class SessionSide(Lifecycle):
             last_message=now,
             last_send=now,
         )
+        hops = hops_of(request)
+        record.marks, record.max_forwards = list(hops.marks), hops.max_forwards
         try:
             if not await self.store.create(record):
                 await self.store.delete(decision.key)
@@ -120,18 +123,25 @@ class SessionSide(Lifecycle):
             peer_types=self.types(media.accept_types),
             sink=self._sink,
         )
-        handle = self.msrp.create_session(
-            media.path,
-            local_uri=local_uri,
-            role=role,
-            accept_types=types,
-            on_event=session.on_msrp_event,
-            peer_accept_types=media.accept_types or None,
-            peer_max_size=media.max_size,
-            chunk_size=self.settings.chunk_size,
-            max_message_size=self.settings.max_page_message_size,
-            transaction_timeout=self.settings.msrp_transaction_timeout,
-        )
+        try:
+            handle = self.msrp.create_session(
+                media.path,
+                local_uri=local_uri,
+                role=role,
+                via_relay=self.msrp.relay_required,
+                accept_types=types,
+                on_event=session.on_msrp_event,
+                peer_accept_types=media.accept_types or None,
+                peer_max_size=media.max_size,
+                chunk_size=self.settings.chunk_size,
+                max_message_size=self.settings.max_page_message_size,
+                transaction_timeout=self.settings.msrp_transaction_timeout,
+            )
+        except MsrpSessionError as exc:  # relay configured but down
+            with contextlib.suppress(RedisError, OSError):
+                await self.store.delete(decision.key)
+            self._unavailable(incoming, f"msrp relay: {exc}")
+            return
         session.msrp = handle
         self.sessions[decision.key] = session
         session.trace = decision.key in self.traced
@@ -142,7 +152,7 @@ class SessionSide(Lifecycle):
             media,
             address=self.msrp.advertised_host,
             port=self.msrp.uri.port or 2855,
-            path=[str(local_uri)],
+            path=[str(u) for u in handle.local_path],  # the relay's Use-Path, then us
             accept_types=types,
             accept_wrapped_types=self.settings.accept_wrapped_types,
             setup=setup,
@@ -305,6 +315,7 @@ class SessionSide(Lifecycle):
         rec = session.record
         try:
             coords = self.coordinates(rec.msg_from, rec.msg_to, rec.msg_ruri)
+            hop = self.onward(rec)
             req = self.sip.new_request(
                 "MESSAGE",
                 coords.ruri,
@@ -312,7 +323,8 @@ class SessionSide(Lifecycle):
                 to=coords.to,
                 body=msg.body,
                 content_type=msg.content_type,
-                headers=self._loop_headers,
+                headers=hop.headers,
+                max_forwards=hop.max_forwards,
             )
         except SipSyntaxError as exc:
             log.warning("bad MESSAGE coordinates: %s", exc, extra={"key": session.key})
@@ -405,18 +417,24 @@ class SessionSide(Lifecycle):
         role = "active" if setup == "active" else "passive"
         local_uri = old.local_uri
         if [str(u) for u in old.peer_path] != list(media.path):
-            session.msrp = self.msrp.create_session(
-                media.path,
-                local_uri=self.msrp.new_local_uri(),
-                role=role,
-                accept_types=types,
-                on_event=session.on_msrp_event,
-                peer_accept_types=media.accept_types or None,
-                peer_max_size=media.max_size,
-                chunk_size=self.settings.chunk_size,
-                max_message_size=self.settings.max_page_message_size,
-                transaction_timeout=self.settings.msrp_transaction_timeout,
-            )
+            try:
+                new = self.msrp.create_session(
+                    media.path,
+                    local_uri=self.msrp.new_local_uri(),
+                    role=role,
+                    via_relay=self.msrp.relay_required,
+                    accept_types=types,
+                    on_event=session.on_msrp_event,
+                    peer_accept_types=media.accept_types or None,
+                    peer_max_size=media.max_size,
+                    chunk_size=self.settings.chunk_size,
+                    max_message_size=self.settings.max_page_message_size,
+                    transaction_timeout=self.settings.msrp_transaction_timeout,
+                )
+            except MsrpSessionError:  # relay configured but down
+                incoming.respond(503, headers=[("Retry-After", str(self.settings.retry_after))])
+                return
+            session.msrp = new
             # Closed after the swap: its SessionClosed must not end the session (_msrp_event).
             old.close("re-INVITE")
             local_uri = session.msrp.local_uri
@@ -425,7 +443,7 @@ class SessionSide(Lifecycle):
             media,
             address=self.msrp.advertised_host,
             port=self.msrp.uri.port or 2855,
-            path=[str(local_uri)],
+            path=[str(u) for u in session.msrp.local_path],
             accept_types=types,
             setup=setup,
             offer_sdp=offer,

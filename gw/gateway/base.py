@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from gw.cluster.registry import NodeRegistry
 from gw.cluster.rpc import Rpc
+from gw.gateway.loops import Hops, Onward, onward
 from gw.gateway.mapping import msrp_to_sip
 from gw.gateway.policy import Policy
 from gw.gateway.session import GwSession, Outcome, Pending
@@ -25,13 +26,13 @@ from gw.sip.endpoint import IncomingRequest, SipEndpoint
 from gw.sip.message import Request, Response
 from gw.sip.uri import NameAddr, SipSyntaxError, SipUri, parse_name_addr, parse_uri
 from gw.store.events import EventBus
+from gw.store.records import SessionRecord
 from gw.store.sessions import SessionStore
 
 log = logging.getLogger("gw.gateway")
 
 TOUCH_INTERVAL = 1.0  # seconds between two deadline refreshes of one session, per side
 
-LOOP_HEADER = "X-Msrp-Gw"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE"
 
 # Parsed page-mode coordinates kept for the busiest sessions (see GatewayBase.coordinates).
@@ -50,6 +51,7 @@ class Coordinates(NamedTuple):
 class GatewaySettings:
     node_id: str
     content_types: list[str]
+    deployment: str = ""  # loop detection identity (gw.gateway.loops); "": node_id
     accept_wrapped_types: list[str] = field(default_factory=list)
     reply_mode: str = "confirm"
     delivery_timeout: float = 10.0
@@ -143,7 +145,7 @@ class GatewayBase:
         self._coords: OrderedDict[tuple[str, str, str], Coordinates] = OrderedDict()
         self._types: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._own_sent_by: tuple[tuple[Any, ...], frozenset[str]] | None = None
-        self._loop_headers = ((LOOP_HEADER, settings.node_id),)
+        self.deployment = settings.deployment or settings.node_id
         self._sink = self._msrp_event  # one bound method, shared by every session
 
     def _msrp_event(self, session: GwSession, event: SessionEvent) -> None:
@@ -177,6 +179,10 @@ class GatewayBase:
                 return key
             found = self._types[key] = tuple(sys.intern(v) for v in key)
         return found
+
+    def onward(self, rec: SessionRecord) -> Onward:
+        """Marks and Max-Forwards of what we send for the session `rec` (gw.gateway.loops)."""
+        return onward(Hops(tuple(rec.marks), rec.max_forwards), self.deployment)
 
     def _own_via(self, request: Request) -> bool:
         """A request we sent that a proxy routed back to us carries our own Via below the top."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from gw.gateway.base import ALLOW, LOOP_HEADER, GatewaySettings
+from gw.gateway.base import ALLOW, GatewaySettings
+from gw.gateway.loops import LOOP_HEADER, hops_of
 from gw.gateway.page import PageSide
 from gw.gateway.policy import ANSWER, MSG_TO_MSRP, OPTIONS
 from gw.sip.endpoint import IncomingRequest
@@ -32,8 +33,12 @@ class Gateway(PageSide):
             return self._in_dialog(incoming)
         if method == "CANCEL":
             return None  # answered by the endpoint
-        if request.get(LOOP_HEADER) is not None or self._own_via(request):
+        hops = hops_of(request)
+        if hops.passed(self.deployment) or self._own_via(request):
             self._reject(incoming, 482, "Loop Detected", "loop")
+            return None
+        if hops.max_forwards == 0 and method != "OPTIONS":
+            self._reject(incoming, 483, "Too Many Hops", "max-forwards")
             return None
         decision = self.policy.decide(request)
         if decision.action == OPTIONS:

@@ -14,7 +14,8 @@ from redis.exceptions import RedisError
 from gw.cluster.rpc import NodeUnreachable
 from gw.gateway import events as ev
 from gw.gateway.answer import SessionSide
-from gw.gateway.base import LOOP_HEADER, TOUCH_INTERVAL, log
+from gw.gateway.base import TOUCH_INTERVAL, log
+from gw.gateway.loops import hops_of
 from gw.gateway.policy import Decision
 from gw.gateway.session import ACTIVE, ENDING, GwSession, Outcome, PageMessage, Pending
 from gw.msrp.endpoint import MsrpSessionError
@@ -78,6 +79,8 @@ class PageSide(SessionSide):
             ruri=decision.ruri or str(request.uri),
             content_types=list(types),
         )
+        hops = hops_of(request)
+        page.marks, page.max_forwards = list(hops.marks), hops.max_forwards
         return self._route_and_reply(incoming, started, page)
 
     async def _route_and_reply(
@@ -376,14 +379,21 @@ class PageSide(SessionSide):
 
         local_uri = self.msrp.new_local_uri()
         setup = None if s.msrp_setup == "none" else s.msrp_setup
+        try:  # through the relay, if one is configured (RFC 4976): its Use-Path, then us
+            path = self.msrp.local_path(local_uri, via_relay=self.msrp.relay_required)
+        except MsrpSessionError as exc:
+            await self._setup_failed(session, exc.code, "MSRP Relay Unavailable", None, None)
+            return
         offer = build_msrp_offer(
             address=self.msrp.advertised_host,
             port=self.msrp.uri.port or 2855,
-            path=[str(local_uri)],
+            path=[str(u) for u in path],
             accept_types=session.record.content_types,
             accept_wrapped_types=s.accept_wrapped_types,
             setup=setup,
+            tls=any(u.secure for u in path),  # msrps: (RFC 4975 §8.1: TCP/TLS/MSRP)
         )
+        hop = self.onward(session.record)
         invite = self.sip.new_request(
             "INVITE",
             page.ruri,
@@ -391,7 +401,8 @@ class PageSide(SessionSide):
             to=page.page_to,
             body=offer.to_bytes(),
             content_type="application/sdp",
-            headers=[("Contact", f"<{self.sip.contact_uri('UDP')}>"), (LOOP_HEADER, s.node_id)],
+            headers=[("Contact", f"<{self.sip.contact_uri('UDP')}>"), *hop.headers],
+            max_forwards=hop.max_forwards,
         )
         session.invite = invite
         session.call_id = invite.call_id
@@ -477,19 +488,24 @@ class PageSide(SessionSide):
             await self._bye(session)
             raise _SetupFailed(488, "Incompatible a=setup") from None
         session.peer_types = self.types(media.accept_types)
-        handle = self.msrp.create_session(
-            media.path,
-            local_uri=local_uri,
-            role="active" if active else "passive",
-            accept_types=session.record.content_types,
-            on_event=session.on_msrp_event,
-            peer_accept_types=media.accept_types or None,
-            peer_max_size=media.max_size,
-            chunk_size=self.settings.chunk_size,
-            # what the MSRP user sends here becomes MESSAGEs too: same limit as answered
-            max_message_size=self.settings.max_page_message_size,
-            transaction_timeout=self.settings.msrp_transaction_timeout,
-        )
+        try:
+            handle = self.msrp.create_session(
+                media.path,
+                local_uri=local_uri,
+                role="active" if active else "passive",
+                via_relay=self.msrp.relay_required,
+                accept_types=session.record.content_types,
+                on_event=session.on_msrp_event,
+                peer_accept_types=media.accept_types or None,
+                peer_max_size=media.max_size,
+                chunk_size=self.settings.chunk_size,
+                # what the MSRP user sends here becomes MESSAGEs too: same limit as answered
+                max_message_size=self.settings.max_page_message_size,
+                transaction_timeout=self.settings.msrp_transaction_timeout,
+            )
+        except MsrpSessionError as exc:  # the relay went down during the INVITE
+            await self._bye(session)
+            raise _SetupFailed(exc.code, "MSRP Relay Unavailable") from exc
         session.msrp = handle
         try:
             await handle.connect(timeout=self.settings.setup_timeout)
@@ -536,6 +552,7 @@ class PageSide(SessionSide):
 
     async def _failure_notice(self, rec: SessionRecord, status: int, reason: str) -> None:
         text = self.settings.failure_notice.format(code=status, reason=reason, key=rec.key)
+        hop = self.onward(rec)
         req = self.sip.new_request(
             "MESSAGE",
             rec.msg_ruri,
@@ -543,7 +560,8 @@ class PageSide(SessionSide):
             to=parse_name_addr(f"<{rec.msg_to}>"),
             body=text.encode(),
             content_type="text/plain",
-            headers=[(LOOP_HEADER, self.settings.node_id)],
+            headers=hop.headers,
+            max_forwards=hop.max_forwards,
         )
         await self.sip.request(req)
 

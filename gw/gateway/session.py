@@ -66,7 +66,9 @@ class PageMessage:
     page_to: str  # the MESSAGE's To: the INVITE's To
     ruri: str  # where the INVITE goes (the MESSAGE's R-URI after routing)
     content_types: list[str] = field(default_factory=list)
-    hops: int = 0
+    hops: int = 0  # times forwarded between nodes
+    marks: list[str] = field(default_factory=list)  # the MESSAGE's X-Msrp-Gw deployments
+    max_forwards: int = 70  # the MESSAGE's
 
     def to_wire(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in _WIRE}
@@ -80,6 +82,7 @@ class PageMessage:
         frm = parse_name_addr(self.page_from).uri
         to = parse_name_addr(self.page_to).uri
         record.msg_from, record.msg_to, record.msg_ruri = str(to), str(frm), str(frm)
+        record.marks, record.max_forwards = list(self.marks), self.max_forwards
 
 
 _WIRE = (
@@ -92,6 +95,8 @@ _WIRE = (
     "ruri",
     "content_types",
     "hops",
+    "marks",
+    "max_forwards",
 )
 
 

@@ -246,15 +246,17 @@ class SipEndpoint:
         body: bytes = b"",
         content_type: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
+        max_forwards: int = 70,
     ) -> Request:
-        """An out-of-dialog request (§8.1.1) with a fresh From tag and Call-ID."""
+        """An out-of-dialog request (§8.1.1) with a fresh From tag and Call-ID;
+        `max_forwards` below 70 for one sent on behalf of another (a B2BUA's hop)."""
         if isinstance(uri, str):
             uri = parse_uri(uri)
         frm = _as_name_addr(from_)
         if frm.tag is None:
             frm = frm.with_tag(new_tag())
         req = Request(method=method, uri=uri)
-        req.add("Max-Forwards", "70")
+        req.add("Max-Forwards", "70" if max_forwards == 70 else str(max_forwards))
         req.add("From", str(frm))
         req.add("To", str(_as_name_addr(to)))
         req.add("Call-ID", call_id or f"{self._call_prefix}-{next(self._call_ids)}")

@@ -473,7 +473,7 @@ def build_msrp_offer(
     accept_wrapped_types: Sequence[str] = (),
     max_size: int | None = None,
     setup: str | None = "actpass",
-    tls: bool = False,
+    tls: bool | None = None,
     cema: bool = False,
     session_id: int | None = None,
     session_version: int | None = None,
@@ -484,10 +484,14 @@ def build_msrp_offer(
     ``setup`` defaults to ``actpass`` (RFC 6135): a NATed answerer may pick active,
     while a legacy RFC 4975 answerer ignores it, answers without a=setup and so
     waits for us, which is also its default. ``None`` omits a=setup entirely.
+    ``tls=None`` says ``TCP/TLS/MSRP`` when a URI of ``path`` is ``msrps:`` (TLS on
+    every hop, RFC 4975 §6; a relay's Use-Path included), else ``TCP/MSRP``.
     Ids default to a random number (version = id), as RFC 4566 suggests for uniqueness.
     """
     if setup is not None and setup not in ("active", "passive", "actpass"):
         raise SdpError(f"offer a=setup must be active, passive or actpass, not {setup!r}")
+    if tls is None:
+        tls = any(p[:6].lower() == "msrps:" for p in path)
     sdp = _session(address, username, session_id, session_version)
     sdp.media.append(
         _msrp_section(

@@ -51,6 +51,10 @@ class SessionRecord:
     last_message: float = 0.0
     last_send: float = 0.0
     epoch: int = 0
+    # The path of the request that started the session (gw.gateway.loops): the
+    # deployments it passed and the Max-Forwards it had left.
+    marks: list[str] = field(default_factory=list)
+    max_forwards: int = 70
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,8 +69,8 @@ _STR = (
     *("call_id", "local_tag", "remote_tag"),
 )
 _FLOAT = ("created", "last_message", "last_send")
-_INT = ("epoch",)
-_PACKED = ("local_path", "peer_path", "content_types", "extra")
+_INT = ("epoch", "max_forwards")
+_PACKED = ("local_path", "peer_path", "content_types", "marks", "extra")
 FIELDS = frozenset(_STR + _FLOAT + _INT + _PACKED)
 
 

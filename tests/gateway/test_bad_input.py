@@ -635,9 +635,11 @@ async def test_message_looping_back_gets_482_without_invite_loop(
 ) -> None:
     node = gateway()
     gw_host, gw_port = node.sip("udp")
-    # (a) it carries the gateway's own loop-detection header
+    # (a) it carries the gateway's own loop-detection mark (its deployment's, kept in the store)
+    deployment = node.ready["deployment"]
+    assert deployment and deployment != NODE_ID
     response = await page.message(
-        node, good.uri("looper"), b"marked", headers=[("X-Msrp-Gw", NODE_ID)]
+        node, good.uri("looper"), b"marked", headers=[("X-Msrp-Gw", f"d-other, {deployment}")]
     )
     assert (response.status, response.reason) == (482, "Loop Detected")
     assert good.invites == []

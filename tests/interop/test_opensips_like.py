@@ -27,14 +27,6 @@ async def opensips() -> AsyncIterator[OpenSipsLikePeer]:
     await peer.close()
 
 
-@pytest.fixture
-async def page() -> AsyncIterator[PageUser]:
-    user = PageUser()
-    await user.start()
-    yield user
-    await user.close()
-
-
 def start_node(redis_server: RedisServer, peer: OpenSipsLikePeer) -> GatewayProcess:
     node = GatewayProcess(
         env={

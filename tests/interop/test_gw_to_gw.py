@@ -1,0 +1,155 @@
+"""Two msrp-gw deployments back to back (each its own Redis, so its own deployment id):
+page UA -> A msg_to_msrp -> MSRP -> B msrp_gw_answer -> page UA, and the reverse. A loop
+is a request that came back to the same deployment; another deployment is a peer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from gw.sip.message import Response
+from gw.sip.transaction import Address
+from tests.support.msrp_user import MsrpUser
+from tests.support.node import GatewayProcess
+from tests.support.page_user import PageUser
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture
+def second_redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+def node(
+    store: RedisServer, name: str, route_to: int | None = None, sip_port: int = 0
+) -> GatewayProcess:
+    env = {
+        "MSRPGW_STORE__URL": store.url,
+        "MSRPGW_NODE__ID": name,
+        "MSRPGW_SIP__T1": "0.1",
+        "MSRPGW_SIP__T2": "0.4",
+        "MSRPGW_GATEWAY__SETUP_TIMEOUT": "3",
+        "MSRPGW_GATEWAY__DELIVERY_TIMEOUT": "5",
+    }
+    if sip_port:
+        env["MSRPGW_SIP__LISTEN"] = f"udp:127.0.0.1:{sip_port}"
+    if route_to is not None:  # where its INVITEs go: the other deployment
+        env["MSRPGW_GATEWAY__RURI_REWRITE"] = f"sip:{{user}}@127.0.0.1:{route_to}"
+    gw = GatewayProcess(env=env)
+    gw.start()
+    return gw
+
+
+async def message(
+    page: PageUser, gw: GatewayProcess, ruri: str, body: bytes, *, max_forwards: int
+) -> Response:
+    assert page.sip is not None
+    req = page.sip.new_request(
+        "MESSAGE",
+        ruri,
+        from_=f"<sip:alice@127.0.0.1:{page.port}>",
+        to=f"<{ruri}>",
+        body=body,
+        content_type="text/plain",
+        max_forwards=max_forwards,
+    )
+    return await page.sip.request(req, Address("UDP", *gw.sip("udp")))
+
+
+async def stop(*nodes: GatewayProcess) -> None:
+    for gw in nodes:
+        code = await asyncio.to_thread(gw.stop)
+        assert code == 0, gw.output()
+
+
+@pytest.mark.parametrize("first", ["A", "B"])
+async def test_two_deployments_exchange_text_exact_and_in_order(
+    redis_server: RedisServer,
+    second_redis: RedisServer,
+    page: PageUser,
+    page_b: PageUser,
+    first: str,
+) -> None:
+    """`first` is the deployment whose page user starts (its msg_to_msrp sets the session
+    up; the other one answers). Then the other page user replies on the same session."""
+    port_a, port_b = free_port(), free_port()
+    a = node(redis_server, "gw-a", route_to=port_b, sip_port=port_a)
+    b = node(second_redis, "gw-b", route_to=port_a, sip_port=port_b)
+    try:
+        assert a.ready["deployment"] != b.ready["deployment"], "one identity per store"
+        starter, answerer = (page, page_b) if first == "A" else (page_b, page)
+        start_gw, answer_gw = (a, b) if first == "A" else (b, a)
+        texts = [f"{first} says {i}".encode() for i in range(5)]
+        for text in texts:
+            reply = await starter.message(start_gw, f"sip:{answerer.aor('bob')}", text)
+            assert reply.status == 200, start_gw.output() + answer_gw.output()
+        got = await answerer.wait_for(len(texts))
+        assert [m.body for m in got] == texts
+        sent_by = got[0]
+        marks = f"{start_gw.ready['deployment']}, {answer_gw.ready['deployment']}"
+        assert sent_by.get("X-Msrp-Gw") == marks, "the INVITE's marks, then the answerer's"
+        assert sent_by.get("Max-Forwards") == "68", "70 - 1 (A's INVITE) - 1 (B's MESSAGE)"
+        assert "482" not in start_gw.output() + answer_gw.output()
+        # The reply goes back on the same session: answerer's gateway -> MSRP -> starter's.
+        replies = [f"re {i}".encode() for i in range(5)]
+        for text in replies:
+            reply = await answerer.message(
+                answer_gw, f"sip:{starter.aor('alice')}", text, from_user="bob"
+            )
+            assert reply.status == 200, start_gw.output() + answer_gw.output()
+        back = await starter.wait_for(len(replies))
+        assert [m.body for m in back] == replies
+        assert start_gw.output().count("session started") == 1, "one session, both ways"
+    finally:
+        await stop(a, b)
+
+
+async def test_a_nodes_mark_is_its_whole_deployments(
+    redis_server: RedisServer, page: PageUser, msrp_user: MsrpUser
+) -> None:
+    """Two nodes on one store share one deployment id: a request marked by one comes back
+    to the other as a loop (482); the id can also be set in config."""
+    one = node(redis_server, "gw-1")
+    two = node(redis_server, "gw-2")
+    pinned = GatewayProcess(
+        env={"MSRPGW_STORE__URL": redis_server.url, "MSRPGW_NODE__DEPLOYMENT": "blue"}
+    )
+    pinned.start()
+    try:
+        assert one.ready["deployment"] == two.ready["deployment"]
+        assert pinned.ready["deployment"] == "blue"
+        marked = [("X-Msrp-Gw", one.ready["deployment"])]
+        reply = await page.message(two, msrp_user.uri("bob"), b"loop?", headers=marked)
+        assert (reply.status, reply.reason) == (482, "Loop Detected")
+        reply = await page.message(pinned, msrp_user.uri("bob"), b"loop?", headers=marked)
+        assert reply.status != 482, "another deployment's mark is ordinary traffic"
+    finally:
+        await stop(one, two, pinned)
+
+
+async def test_max_forwards_is_honoured(
+    redis_server: RedisServer, page: PageUser, msrp_user: MsrpUser
+) -> None:
+    gw = node(redis_server, "gw-mf", route_to=msrp_user.sip_port)
+    try:
+        reply = await message(page, gw, msrp_user.uri("bob"), b"no hops", max_forwards=0)
+        assert (reply.status, reply.reason) == (483, "Too Many Hops")
+        assert msrp_user.invites == []
+        reply = await message(page, gw, msrp_user.uri("bob"), b"few hops", max_forwards=5)
+        assert reply.status == 200, gw.output()
+        invite = msrp_user.invites[0].request
+        assert invite.get("Max-Forwards") == "4", "one hop less than the MESSAGE had"
+        assert invite.get("X-Msrp-Gw") == gw.ready["deployment"]
+        # The session's MESSAGEs towards the page user carry the same hop budget.
+        handle = msrp_user.sessions[0]
+        await handle.send(b"back", "text/plain")
+        (got,) = await page.wait_for(1)
+        assert got.get("Max-Forwards") == "4"
+    finally:
+        await stop(gw)
