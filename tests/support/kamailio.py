@@ -10,11 +10,18 @@ config: `MsrpRelay` is the RFC 4976 relay in `tests/msrp/kamailio/`.
 For SIP on one port over UDP and TCP, name the placeholder in both lists:
 ``Kamailio(path, values, udp_ports=("SIP_PORT",), tcp_ports=("SIP_PORT",))``;
 TCP ports are probed for readiness, UDP-only configs rely on the start-up log.
+`defines` are passed as ``-A NAME`` (the config's ``#!ifdef NAME`` blocks).
+
+TLS (`MsrpRelay(..., tls=trustme.CA())`): the relay listens on TLS with a
+certificate of that CA written to the work dir, and Kamailio's `tls.cfg` there
+makes it verify the peers it connects to against the same CA. Debian ships
+`tls.so` in `kamailio-tls-modules`; without it the test is skipped (failed in CI).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import shutil
@@ -26,12 +33,15 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 from gw.msrp.uri import MsrpUri
 from tests.support.ports import free_port
+
+if TYPE_CHECKING:
+    import trustme
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "msrp" / "kamailio"
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
@@ -57,6 +67,29 @@ def require_kamailio() -> str:
         return kamailio_binary()
     except KamailioNotFound as exc:
         _no_peer(str(exc))
+
+
+_MODULE_DIRS = (
+    "/usr/lib/*/kamailio/modules",
+    "/usr/lib/kamailio/modules",
+    "/usr/lib64/kamailio/modules",
+)
+
+
+def kamailio_module(name: str) -> str | None:
+    """Path of a Kamailio module (`tls.so`) where Debian and others install them, or None."""
+    for pattern in _MODULE_DIRS:
+        for found in sorted(glob.glob(os.path.join(pattern, name))):
+            return found
+    return None
+
+
+def require_kamailio_tls() -> str:
+    """The binary, with its tls module; skip without them (fail in CI)."""
+    binary = require_kamailio()
+    if kamailio_module("tls.so") is None:
+        _no_peer("kamailio tls.so not found: install Debian package kamailio-tls-modules")
+    return binary
 
 
 def _no_peer(reason: str) -> NoReturn:
@@ -89,6 +122,7 @@ class Kamailio:
         host: str = "127.0.0.1",
         shm_mb: int = 64,
         pkg_mb: int = 8,
+        defines: Sequence[str] = (),
     ) -> None:
         path = Path(template)
         self.template = path if path.is_absolute() else TEMPLATES / path
@@ -98,6 +132,7 @@ class Kamailio:
         self.host = host
         self.shm_mb = shm_mb
         self.pkg_mb = pkg_mb
+        self.defines = tuple(defines)
         self.workdir = Path(tempfile.mkdtemp(prefix="kamailio-"))
         self.config = self.workdir / self.template.name
         self.log = self.workdir / "kamailio.log"
@@ -118,12 +153,23 @@ class Kamailio:
             names = (*self.tcp_ports, *self.udp_ports)
             self.write_config({name: 5 + i for i, name in enumerate(names)})
         return subprocess.run(
-            [kamailio_binary(), "-c", "-f", str(self.config), "-Y", str(self.workdir)],
+            [
+                kamailio_binary(),
+                "-c",
+                "-f",
+                str(self.config),
+                "-Y",
+                str(self.workdir),
+                *self._define_args(),
+            ],
             capture_output=True,
             text=True,
             timeout=30,
             check=False,
         )
+
+    def _define_args(self) -> list[str]:
+        return [arg for name in self.defines for arg in ("-A", name)]
 
     # -- process -----------------------------------------------------------
 
@@ -150,6 +196,19 @@ class Kamailio:
                 break
         raise RuntimeError(f"kamailio did not start:\n{self.log_text()[-4000:]}")
 
+    def restart(self, timeout: float = 10.0) -> None:
+        """Start again on the same ports after `stop()` (a relay that comes back)."""
+        if not self.ports:
+            raise RuntimeError("never started: use start()")
+        self.stop()
+        binary = require_kamailio()
+        deadline = time.monotonic() + 3 * timeout
+        while not self._spawn(binary, timeout):
+            # the old listener may linger a moment; anything else is a real failure
+            if time.monotonic() > deadline or not any(s in self.log_text() for s in _BIND_FAILED):
+                raise RuntimeError(f"kamailio did not restart:\n{self.log_text()[-4000:]}")
+            time.sleep(0.2)
+
     def _spawn(self, binary: str, timeout: float) -> bool:
         self.log.write_bytes(b"")
         argv = [
@@ -164,6 +223,7 @@ class Kamailio:
             str(self.shm_mb),
             "-M",
             str(self.pkg_mb),
+            *self._define_args(),
         ]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -244,6 +304,8 @@ class MsrpRelay(Kamailio):
     `credentials` maps user -> password (kept in an htable, no database).
     Expires bounds: 423 outside [min_expires, max_expires]; default_expires when
     the AUTH has none; a binding lives `grace` seconds past its Expires.
+    With `tls` (a trustme CA) it listens on TLS and hands out `msrps:` Use-Paths;
+    its certificate names `host`, and it verifies peers it connects to by that CA.
     """
 
     def __init__(
@@ -258,6 +320,7 @@ class MsrpRelay(Kamailio):
         nonce_expire: int = 300,
         debug: int = 2,
         host: str = "127.0.0.1",
+        tls: trustme.CA | None = None,
     ) -> None:
         lines = []
         for user, password in credentials.items():
@@ -278,16 +341,52 @@ class MsrpRelay(Kamailio):
                 "GRACE": str(grace),
                 "NONCE_EXPIRE": str(nonce_expire),
                 "CREDENTIALS": "\n".join(lines),
+                "SCHEME": "msrps" if tls is not None else "msrp",
+                "TLS_CFG": "",
             },
             tcp_ports=("PORT",),
             host=host,
+            defines=("WITH_TLS",) if tls is not None else (),
         )
         self.realm = realm
+        self.tls = tls is not None
+        if tls is not None:
+            self.values["TLS_CFG"] = str(self._write_tls(tls))
+
+    def _write_tls(self, ca: trustme.CA) -> Path:
+        """Certificate, key, CA and Kamailio's tls.cfg in the work dir."""
+        cert = ca.issue_cert(self.host)
+        cert_file, key_file, ca_file, cfg = (
+            self.workdir / name for name in ("relay.pem", "relay.key", "ca.pem", "tls.cfg")
+        )
+        cert_file.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+        key_file.write_bytes(cert.private_key_pem.bytes())
+        ca.cert_pem.write_to_path(str(ca_file))
+        cfg.write_text(
+            "[server:default]\n"
+            "method = TLSv1.2+\n"
+            "verify_certificate = no\n"
+            "require_certificate = no\n"
+            f"private_key = {key_file}\n"
+            f"certificate = {cert_file}\n"
+            "\n"
+            "[client:default]\n"
+            "method = TLSv1.2+\n"
+            "verify_certificate = yes\n"
+            "require_certificate = yes\n"
+            f"ca_list = {ca_file}\n"
+        )
+        return cfg
+
+    def start(self, timeout: float = 10.0, attempts: int = 10) -> None:
+        if self.tls:
+            require_kamailio_tls()
+        super().start(timeout, attempts)
 
     @property
     def uri(self) -> MsrpUri:
         """The relay's own URI (what AUTH's To-Path and Digest uri carry)."""
-        return MsrpUri(host=self.host, port=self.port())
+        return MsrpUri(scheme="msrps" if self.tls else "msrp", host=self.host, port=self.port())
 
     def __enter__(self) -> MsrpRelay:
         self.start()
