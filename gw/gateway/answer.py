@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
@@ -214,7 +216,7 @@ class SessionSide(Lifecycle):
         (`SipEndpoint.request_nowait`); its outcome comes by callback. False: nothing was
         done, `_to_page` (a task) does it all."""
         if (
-            session.to_page_waiting
+            session.to_page_waiting is not None
             or session.touching_msrp is not None
             or time.time() - session.touched_msrp >= TOUCH_INTERVAL
         ):
@@ -222,17 +224,32 @@ class SessionSide(Lifecycle):
         self.counters["msrp_messages_in"] += 1
         req = self._page_request(session, msg)
         if req is not None:  # else answered with a failure REPORT
-            self._page_out(session, msg, req)
+            fut = self.sip.request_nowait(req)
+            if fut is not None:
+                self._await_page(session, msg, req, fut)
+            else:  # it must be awaited: later messages queue behind it
+                session.to_page_waiting = deque()
+                self._spawn(self._send_page(session, msg, req))
         return True
 
-    def _page_out(self, session: GwSession, msg: MessageReceived, req: Request) -> None:
-        """Send the MESSAGE at once when nothing has to be awaited first (the outcome comes
-        by callback), else from a task (e.g. a host name to resolve first)."""
-        fut = self.sip.request_nowait(req)
-        if fut is None:
-            self._spawn(self._send_page(session, msg, req))
-        else:
+    def _drain_to_page(self, session: GwSession) -> None:
+        """Send the session's queued MSRP messages as MESSAGEs, in order, with no await in
+        between. One that has to be awaited before it is sent (a host name to resolve, TCP
+        for its size) stops the drain; it resumes once that one is handed to its transport
+        (`on_sent`), so no later message overtakes it. The queue is dropped when empty."""
+        queue = session.to_page_waiting
+        while queue:
+            msg = queue.popleft()
+            req = self._page_request(session, msg)
+            if req is None:
+                continue  # answered with a failure REPORT
+            fut = self.sip.request_nowait(req)
+            if fut is None:
+                self._spawn(self._send_page(session, msg, req))
+                return
             self._await_page(session, msg, req, fut)
+        if session.to_page_waiting is queue:
+            session.to_page_waiting = None
 
     def _page_sent(self) -> None:
         """Flow control: with `max_pending_messages` MESSAGEs unanswered, stop reading MSRP
@@ -273,23 +290,30 @@ class SessionSide(Lifecycle):
 
     async def _to_page(self, session: GwSession, msg: MessageReceived) -> None:
         """The MESSAGE for an MSRP message once the session's deadline is refreshed (when
-        due). Messages arriving meanwhile wait for the same refresh and go out in their
-        order of arrival (`to_page_waiting` keeps the task-free path from overtaking)."""
+        due). Messages arriving meanwhile join the queue of the task that refreshes, which
+        sends them all in their order of arrival, with no await in between; neither the
+        task-free path nor a later task can overtake them (a waiter resumed only after a
+        message that arrived later had been sent: out of order at the page-mode user)."""
         self.counters["msrp_messages_in"] += 1
-        session.to_page_waiting += 1
+        waiting = session.to_page_waiting
+        if waiting is not None:
+            waiting.append(msg)
+            return
+        session.to_page_waiting = deque((msg,))
         try:
             await self._refresh_msrp(session)
-            req = self._page_request(session, msg)
-            if req is not None:
-                self._page_out(session, msg, req)
         finally:
-            session.to_page_waiting -= 1
+            self._drain_to_page(session)
 
     async def _send_page(self, session: GwSession, msg: MessageReceived, req: Request) -> None:
+        """A MESSAGE that has to be awaited before it is sent; the session's later
+        messages wait in its queue until it is (see `_drain_to_page`)."""
         started = time.perf_counter()
         self._page_sent()
         try:
-            response = await self.sip.request(req)
+            response = await self.sip.request(
+                req, on_sent=functools.partial(self._drain_to_page, session)
+            )
         finally:
             self._page_answered()
         failure = self._page_outcome(session, msg, req, started, response)

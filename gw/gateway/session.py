@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gw.msrp.endpoint import Session as MsrpHandle
-from gw.msrp.events import SessionEvent
+from gw.msrp.events import MessageReceived, SessionEvent
 from gw.sip.dialog import Dialog
 from gw.sip.message import Request
 from gw.sip.uri import parse_name_addr
@@ -125,7 +125,8 @@ class GwSession:
     touched_msrp: float = 0.0
     touching: asyncio.Future[None] | None = None  # the page-side refresh in flight, if any
     touching_msrp: asyncio.Future[None] | None = None  # the same, MSRP side
-    to_page_waiting: int = 0  # MSRP messages waiting for that refresh, in arrival order
+    # MSRP messages waiting for that refresh, in arrival order; None when none waits
+    to_page_waiting: deque[MessageReceived] | None = None
     sink: Callable[[GwSession, SessionEvent], None] | None = None  # the gateway's handler
 
     @property

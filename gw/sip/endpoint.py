@@ -304,11 +304,15 @@ class SipEndpoint:
         dest: Address | None = None,
         *,
         on_provisional: Callable[[Response], None] | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> Response:
         """Send a request in a client transaction; return its final response.
 
         Timeouts come back as a synthesised 408 and transport failures as 503, as §8.1.3
-        asks, so callers handle one kind of outcome.
+        asks, so callers handle one kind of outcome. `on_sent` is called once the request
+        is handed to its transport (or fails before): a caller keeping requests in order
+        sends the next one then. A request moved to TCP for its size counts as sent when
+        it is answered, since a later one on UDP could arrive first.
         """
         if request.get("User-Agent") is None:
             request.add("User-Agent", self.config.user_agent)
@@ -316,12 +320,22 @@ class SipEndpoint:
             if dest is None:
                 dest = await self._route(request)
         except (SipTransportError, SipSyntaxError) as exc:
+            if on_sent is not None:
+                on_sent()
             return self._synthetic(request, 503, f"Cannot Route: {exc}")
         if self._too_big_for_udp(request, dest):
             tcp = Address("TCP", dest.host, dest.port)
-            return await self._request_on(request, tcp, on_provisional, fallback=dest)
+            try:
+                return await self._request_on(
+                    request, tcp, on_provisional, fallback=dest, on_sent=on_sent
+                )
+            finally:
+                if on_sent is not None:
+                    on_sent()  # idempotent for its callers: a drain of an empty queue
         # The Via added for sizing is the one sent (a fresh branch either way).
-        return await self._request_on(request, dest, on_provisional, via_added=True)
+        return await self._request_on(
+            request, dest, on_provisional, via_added=True, on_sent=on_sent
+        )
 
     def _too_big_for_udp(self, request: Request, dest: Address) -> bool:
         """Add the Via for `dest`; True when the request has to move from UDP to TCP for
@@ -385,10 +399,14 @@ class SipEndpoint:
         fallback: Address | None = None,
         *,
         via_added: bool = False,
+        on_sent: Callable[[], None] | None = None,
     ) -> Response:
         if not via_added:
             self._add_via(request, dest)
-        response = await self._start_request(request, dest, on_provisional)
+        pending = self._start_request(request, dest, on_provisional)
+        if on_sent is not None and fallback is None:
+            on_sent()
+        response = await pending
         if (
             response.status == 503
             and fallback is not None

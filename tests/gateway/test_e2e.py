@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from tests.support.msrp_user import MsrpUser
 from tests.support.node import GatewayProcess
+from tests.support.page_user import PageUser
 from tests.support.redis_server import RedisServer
 from tests.support.sipp import Sipp
 
@@ -113,5 +114,33 @@ async def test_session_to_page_mode(redis_server: RedisServer, msrp_user: MsrpUs
         assert result.returncode == 0, result.errors + node.output()
         assert "hello page mode" in result.messages
         assert "Content-Type: text/plain" in result.messages
+    finally:
+        await stop(node)
+
+
+async def test_session_to_page_mode_keeps_the_msrp_order(
+    redis_server: RedisServer, msrp_user: MsrpUser, page: PageUser
+) -> None:
+    """MSRP delivers in order, so the MESSAGEs must go out in order: across deadline
+    refreshes (due every second) and past messages too big for UDP (sent from a task: TCP
+    first, here refused, then UDP, §18.1.1), which later small ones must not overtake.
+    (A message of several chunks is complete, and delivered, when its last chunk is: the
+    chunks of queued messages interleave.)"""
+    node = start_gateway(redis_server, msrp_user)
+    try:
+        status, handle = await msrp_user.call(node.sip("udp"), to=page.aor())
+        assert status == 200 and handle is not None
+        bodies: list[bytes] = []
+        for burst in range(3):
+            if burst:
+                await asyncio.sleep(1.1)  # the next burst starts with a refresh due
+            sizes = [1800, 10, 10, 10, 1500, 10, 10]  # one chunk each (2048): MSRP keeps order
+            batch = [bytes([65 + burst]) * n + f"#{len(bodies) + i}".encode() for i, n in
+                     enumerate(sizes)]  # fmt: skip
+            bodies += batch
+            for body in batch:
+                handle.send_nowait(body, "text/plain")
+        got = await page.wait_for(len(bodies), timeout=15)
+        assert [m.body for m in got] == bodies, node.output()
     finally:
         await stop(node)

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+import trustme
 
 from gw.sip.message import Response
 from gw.sip.transaction import Address
@@ -26,8 +27,34 @@ def second_redis() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One CA; a certificate for 127.0.0.1 that both deployments serve msrps with."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    where = tmp_path_factory.mktemp("gw-tls")
+    files = {"ca": where / "ca.pem", "cert": where / "gw.pem", "key": where / "gw.key"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    cert.private_key_pem.write_to_path(str(files["key"]))
+    cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    return {name: str(path) for name, path in files.items()}
+
+
+def tls_env(certs: dict[str, str]) -> dict[str, str]:
+    return {
+        "MSRPGW_MSRP__LISTEN": "msrps://127.0.0.1:0;tcp",
+        "MSRPGW_TLS__CERT_FILE": certs["cert"],
+        "MSRPGW_TLS__KEY_FILE": certs["key"],
+        "MSRPGW_TLS__CA_FILE": certs["ca"],
+    }
+
+
 def node(
-    store: RedisServer, name: str, route_to: int | None = None, sip_port: int = 0
+    store: RedisServer,
+    name: str,
+    route_to: int | None = None,
+    sip_port: int = 0,
+    extra: dict[str, str] | None = None,
 ) -> GatewayProcess:
     env = {
         "MSRPGW_STORE__URL": store.url,
@@ -37,6 +64,7 @@ def node(
         "MSRPGW_GATEWAY__SETUP_TIMEOUT": "3",
         "MSRPGW_GATEWAY__DELIVERY_TIMEOUT": "5",
     }
+    env.update(extra or {})
     if sip_port:
         env["MSRPGW_SIP__LISTEN"] = f"udp:127.0.0.1:{sip_port}"
     if route_to is not None:  # where its INVITEs go: the other deployment
@@ -68,19 +96,24 @@ async def stop(*nodes: GatewayProcess) -> None:
         assert code == 0, gw.output()
 
 
+@pytest.mark.parametrize("msrp", ["tcp", "tls"])
 @pytest.mark.parametrize("first", ["A", "B"])
 async def test_two_deployments_exchange_text_exact_and_in_order(
     redis_server: RedisServer,
     second_redis: RedisServer,
     page: PageUser,
     page_b: PageUser,
+    certs: dict[str, str],
     first: str,
+    msrp: str,
 ) -> None:
     """`first` is the deployment whose page user starts (its msg_to_msrp sets the session
-    up; the other one answers). Then the other page user replies on the same session."""
+    up; the other one answers). Then the other page user replies on the same session.
+    MSRP between them over TCP, or TLS (msrps, TCP/TLS/MSRP in SDP)."""
     port_a, port_b = free_port(), free_port()
-    a = node(redis_server, "gw-a", route_to=port_b, sip_port=port_a)
-    b = node(second_redis, "gw-b", route_to=port_a, sip_port=port_b)
+    extra = tls_env(certs) if msrp == "tls" else {}
+    a = node(redis_server, "gw-a", route_to=port_b, sip_port=port_a, extra=extra)
+    b = node(second_redis, "gw-b", route_to=port_a, sip_port=port_b, extra=extra)
     try:
         assert a.ready["deployment"] != b.ready["deployment"], "one identity per store"
         starter, answerer = (page, page_b) if first == "A" else (page_b, page)
@@ -90,12 +123,12 @@ async def test_two_deployments_exchange_text_exact_and_in_order(
             reply = await starter.message(start_gw, f"sip:{answerer.aor('bob')}", text)
             assert reply.status == 200, start_gw.output() + answer_gw.output()
         got = await answerer.wait_for(len(texts))
-        assert [m.body for m in got] == texts
+        assert [m.body for m in got] == texts, start_gw.output() + answer_gw.output()
         sent_by = got[0]
         marks = f"{start_gw.ready['deployment']}, {answer_gw.ready['deployment']}"
         assert sent_by.get("X-Msrp-Gw") == marks, "the INVITE's marks, then the answerer's"
         assert sent_by.get("Max-Forwards") == "68", "70 - 1 (A's INVITE) - 1 (B's MESSAGE)"
-        assert "482" not in start_gw.output() + answer_gw.output()
+        assert "Loop Detected" not in start_gw.output() + answer_gw.output()
         # The reply goes back on the same session: answerer's gateway -> MSRP -> starter's.
         replies = [f"re {i}".encode() for i in range(5)]
         for text in replies:
@@ -106,6 +139,8 @@ async def test_two_deployments_exchange_text_exact_and_in_order(
         back = await starter.wait_for(len(replies))
         assert [m.body for m in back] == replies
         assert start_gw.output().count("session started") == 1, "one session, both ways"
+        scheme = "msrps" if msrp == "tls" else "msrp"
+        assert a.ready["msrp"].startswith(f"{scheme}://") and b.ready["msrp"].startswith(scheme)
     finally:
         await stop(a, b)
 
