@@ -40,12 +40,16 @@ async def stop(node: GatewayProcess) -> None:
     assert code == 0, node.output()
 
 
-async def test_page_to_session_mode(redis_server: RedisServer, msrp_user: MsrpUser) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_page_to_session_mode(
+    redis_server: RedisServer, msrp_user: MsrpUser, transport: str
+) -> None:
     node = start_gateway(redis_server, msrp_user)
     try:
         sipp = Sipp(
             "message_uac.xml",
-            remote=node.sip("udp"),
+            transport=transport[0] + "1",
+            remote=node.sip(transport),
             calls=3,
             replace={"EXPECT": "200"},
             extra=["-r", "1", "-rp", "300"],
@@ -100,12 +104,16 @@ async def test_setup_failure_keeps_the_invite_code_and_raises_event(
         await stop(node)
 
 
-async def test_session_to_page_mode(redis_server: RedisServer, msrp_user: MsrpUser) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_session_to_page_mode(
+    redis_server: RedisServer, msrp_user: MsrpUser, transport: str
+) -> None:
     node = start_gateway(redis_server, msrp_user)
-    sipp = Sipp("message_uas.xml")
+    sipp = Sipp("message_uas.xml", transport=transport[0] + "1")
     await sipp.start()
     try:
-        status, handle = await msrp_user.call(node.sip("udp"), to=f"alice@127.0.0.1:{sipp.port}")
+        to = f"alice@127.0.0.1:{sipp.port}" + (";transport=tcp" if transport == "tcp" else "")
+        status, handle = await msrp_user.call(node.sip("udp"), to=to)
         assert status == 200
         assert handle is not None
         outcome = await handle.send(b"hello page mode", "text/plain", success_report=True)
