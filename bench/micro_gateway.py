@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gw.config import Config
+from gw.gateway.stats import Direction
 from gw.node import Node
 from gw.sip.endpoint import EndpointConfig, SipEndpoint
 from gw.sip.transaction import Address, Timers
@@ -333,7 +334,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             gw_addr = next(a for a in node.bound if a.transport == "UDP")
             gw = node.gateway
             assert gw is not None
-            counts = gw.counters
+            stats = gw.stats
 
             # warm-up: one session each way, a few messages each way
             assert await page.send(gw_addr, ["warm"] * 20) == {200: 20}
@@ -350,11 +351,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # (a) tasks per message
             progress("(a) tasks per message")
             loop.set_task_factory(counter)
-            n0 = counts["page_messages_in"]
+            n0 = stats.page_messages_in
             t0, c0 = time.perf_counter(), time.thread_time()
             statuses = await page.send(gw_addr, ["warm"] * args.messages)
             dt, cpu = time.perf_counter() - t0, time.thread_time() - c0
-            n = counts["page_messages_in"] - n0
+            n = stats.page_messages_in - n0
             m2s = dict(counter.by_coro)
             out["m2s"] = {
                 "messages": n,
@@ -365,11 +366,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "node_cpu_us_per_message": round(cpu / max(n, 1) * 1e6, 1),
             }
             counter.reset()
-            n0 = counts["msrp_to_page_delivered"]
+            n0 = stats.delivered[Direction.MSRP_TO_PAGE]
             c0 = time.thread_time()
             r = await peer.cmd("send", rate=0, concurrency=1, duration=2.0, success_report=True)
             cpu = time.thread_time() - c0
-            n = counts["msrp_to_page_delivered"] - n0
+            n = stats.delivered[Direction.MSRP_TO_PAGE] - n0
             s2m = dict(counter.by_coro)
             out["s2m"] = {
                 "messages": n,

@@ -343,10 +343,7 @@ class Node:
         gw = self.gateway
         if gw is None:
             return 0, 0, 0
-        counts = gw.counters
-        created = counts["sessions_created_msg_to_msrp"] + counts["sessions_created_answer"]
-        ended = sum(v for k, v in counts.items() if k.startswith("sessions_ended_"))
-        return created, ended, len(gw.sessions)
+        return gw.stats.created_total, gw.stats.ended_total, len(gw.sessions)
 
     def tune_gc(self, interval: float = 1.0) -> None:
         """The process-wide GC policy (GcTuner): freeze now, then check every `interval`

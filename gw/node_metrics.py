@@ -14,6 +14,7 @@ from redis.exceptions import NoScriptError, RedisError
 from gw import __version__
 from gw.cluster.registry import NodeRegistry
 from gw.gateway.engine import Gateway
+from gw.gateway.stats import Direction
 from gw.mgmt.metrics import Registry
 from gw.msrp.endpoint import MsrpEndpoint
 from gw.sip.endpoint import SipEndpoint
@@ -76,20 +77,20 @@ _GATEWAY_COUNTERS = (
      "msrp_input_paused"),
 )  # fmt: skip
 
-# Gateway counters named `<prefix><label value>`: (series, help, label, prefix).
+# Labelled gateway counters: (series, help, label, GatewayStats Counter attribute).
 _GATEWAY_LABELLED = (
     ("msrpgw_sessions_ended_total",
      "Sessions ended, by reason (bye, mi, expired, shutdown, setup_failed, ...).",
-     "reason", "sessions_ended_"),
+     "reason", "sessions_ended"),
     ("msrpgw_session_setup_failures_total",
      "msg_to_msrp session setups that failed, by the SIP code the MESSAGEs got.",
-     "code", "setup_failed_"),
+     "code", "setup_failed"),
     ("msrpgw_page_replies_total",
      "Final responses to page-mode MESSAGEs after delivery was attempted (confirm mode), "
-     "by SIP code.", "code", "page_answer_"),
+     "by SIP code.", "code", "page_answers"),
     ("msrpgw_requests_rejected_total",
      "Requests the gateway refused before translating (bad input, policy, loops, overload), "
-     "by SIP code.", "code", "rejected_"),
+     "by SIP code.", "code", "rejected"),
 )  # fmt: skip
 
 # SIP endpoint statistics: (series, help, attribute of SipEndpoint.stats).
@@ -112,7 +113,7 @@ def register_metrics(
     node_id: str,
 ) -> None:
     """Register every series of the node on `reg` and hook the latency histograms."""
-    counts = gw.counters
+    stats = gw.stats
     latency = reg.histogram(
         "msrpgw_delivery_latency_seconds",
         "Time from receiving a message to knowing its outcome on the other side, by direction.",
@@ -135,18 +136,22 @@ def register_metrics(
         )
 
     def counter(name: str) -> Callable[[], float]:
-        return lambda: float(counts[name])
+        return lambda: float(getattr(stats, name))
 
-    def labelled(prefix: str) -> Callable[[], dict[str, float]]:
-        return lambda: _by_prefix(counts, prefix)
+    def labelled(attr: str) -> Callable[[], dict[str, float]]:
+        def read() -> dict[str, float]:
+            table: Mapping[object, int] = getattr(stats, attr)
+            return {str(k): float(v) for k, v in list(table.items())}
+
+        return read
 
     def sip_stat(attr: str) -> Callable[[], float]:
         return lambda: float(getattr(sip.stats, attr))
 
     for name, doc, key in _GATEWAY_COUNTERS:
         reg.callback(name, doc, counter(key), kind="counter")
-    for name, doc, label, prefix in _GATEWAY_LABELLED:
-        reg.callback(name, doc, labelled(prefix), [label], kind="counter")
+    for name, doc, label, attr in _GATEWAY_LABELLED:
+        reg.callback(name, doc, labelled(attr), [label], kind="counter")
     for name, doc, attr in _SIP_COUNTERS:
         reg.callback(name, doc, sip_stat(attr), kind="counter")
 
@@ -158,16 +163,16 @@ def register_metrics(
 
     def translated() -> dict[tuple[str, str], float]:
         out: dict[tuple[str, str], float] = {}
-        for direction in ("page_to_msrp", "msrp_to_page"):
-            out[direction, "delivered"] = float(counts[f"{direction}_delivered"])
-            out[direction, "failed"] = sum(_by_prefix(counts, f"{direction}_failed_").values())
+        for direction in Direction:
+            out[direction.value, "delivered"] = float(stats.delivered[direction])
+            out[direction.value, "failed"] = float(sum(stats.failed[direction].values()))
         return out
 
     def failures() -> dict[tuple[str, str], float]:
         return {
-            (direction, code): value
-            for direction in ("page_to_msrp", "msrp_to_page")
-            for code, value in _by_prefix(counts, f"{direction}_failed_").items()
+            (direction.value, str(code)): float(value)
+            for direction in Direction
+            for code, value in list(stats.failed[direction].items())
         }
 
     def sip_methods() -> dict[str, float]:
@@ -180,8 +185,8 @@ def register_metrics(
     def msrp_refused() -> dict[str, float]:
         # Refused outside a session (the endpoint's stats) plus inside one (the gateway's).
         out = _by_prefix(msrp.stats, "rejected_")
-        for code, value in _by_prefix(counts, "msrp_rejected_").items():
-            out[code] = out.get(code, 0.0) + value
+        for code, value in list(stats.msrp_rejected.items()):
+            out[str(code)] = out.get(str(code), 0.0) + value
         return out
 
     def codes(attr: str) -> Callable[[], dict[str, float]]:
@@ -208,8 +213,7 @@ def register_metrics(
         "msrpgw_sessions_created_total",
         "Sessions created, by origin (msg_to_msrp: a MESSAGE; answer: an INVITE).",
         lambda: {
-            origin: float(counts[f"sessions_created_{origin}"])
-            for origin in ("msg_to_msrp", "answer")
+            origin: float(stats.sessions_created[origin]) for origin in ("msg_to_msrp", "answer")
         },
         ["origin"],
         kind="counter",

@@ -20,6 +20,7 @@ from gw.gateway.loops import hops_of
 from gw.gateway.mapping import sip_to_msrp
 from gw.gateway.policy import Decision
 from gw.gateway.session import ACTIVE, GwSession
+from gw.gateway.stats import Direction
 from gw.msrp.endpoint import MsrpSessionError
 from gw.msrp.events import (
     MessageAborted,
@@ -149,7 +150,7 @@ class SessionSide(Lifecycle):
         session.trace = decision.key in self.traced
         self._note_trace_ids(session)
         self.by_call_id[request.call_id] = session
-        self.counters["sessions_created_answer"] += 1
+        self.stats.sessions_created["answer"] += 1
         answer = build_msrp_answer(
             media,
             address=self.msrp.advertised_host,
@@ -190,12 +191,12 @@ class SessionSide(Lifecycle):
         elif isinstance(event, MessageDelivered | MessageFailed | MessageAborted):
             self._msrp_outcome(session, event)
         elif isinstance(event, RequestRejected):
-            self.counters[f"msrp_rejected_{event.code}"] += 1
+            self.stats.msrp_rejected[event.code] += 1
             log.info(
                 "msrp request rejected: %d %s", event.code, event.reason, extra={"key": session.key}
             )
         elif isinstance(event, ReportIgnored):
-            self.counters["msrp_reports_ignored"] += 1
+            self.stats.msrp_reports_ignored += 1
             log.info(
                 "msrp REPORT ignored: %s %s (%s)",
                 event.message_id,
@@ -221,7 +222,7 @@ class SessionSide(Lifecycle):
             or time.time() - session.touched_msrp >= TOUCH_INTERVAL
         ):
             return False
-        self.counters["msrp_messages_in"] += 1
+        self.stats.msrp_messages_in += 1
         req = self._page_request(session, msg)
         if req is not None:  # else answered with a failure REPORT
             fut = self.sip.request_nowait(req)
@@ -259,7 +260,7 @@ class SessionSide(Lifecycle):
         self.pages_pending += 1
         if self.pages_pending >= self.settings.max_pending_messages and not self.msrp.input_paused:
             self.msrp.pause_input()
-            self.counters["msrp_input_paused"] += 1
+            self.stats.msrp_input_paused += 1
             log.warning(
                 "%d MESSAGEs unanswered: MSRP input paused until %d",
                 self.pages_pending,
@@ -294,7 +295,7 @@ class SessionSide(Lifecycle):
         sends them all in their order of arrival, with no await in between; neither the
         task-free path nor a later task can overtake them (a waiter resumed only after a
         message that arrived later had been sent: out of order at the page-mode user)."""
-        self.counters["msrp_messages_in"] += 1
+        self.stats.msrp_messages_in += 1
         waiting = session.to_page_waiting
         if waiting is not None:
             waiting.append(msg)
@@ -331,7 +332,7 @@ class SessionSide(Lifecycle):
             await self._refresh_deadline(session, page=False)
         except (RedisError, OSError):
             if not waiting:
-                self.counters["store_errors"] += 1
+                self.stats.store_errors += 1
 
     def _page_request(self, session: GwSession, msg: MessageReceived) -> Request | None:
         """The MESSAGE for an MSRP message; None (after a 403 REPORT) if the session's
@@ -385,11 +386,11 @@ class SessionSide(Lifecycle):
                 extra={"key": session.key, "call_id": req.call_id},
             )
         if delivered:
-            self.counters["msrp_to_page_delivered"] += 1
+            self.stats.delivered[Direction.MSRP_TO_PAGE] += 1
             if handle is not None and msg.success_report:
                 handle.report_success(msg.message_id)
             return None
-        self.counters[f"msrp_to_page_failed_{response.status}"] += 1
+        self.stats.failed[Direction.MSRP_TO_PAGE][response.status] += 1
         code, reason = sip_to_msrp(response.status)
         if handle is not None and msg.failure_report != "no":
             handle.report_failure(msg.message_id, code, reason)

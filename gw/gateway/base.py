@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -19,6 +19,7 @@ from gw.gateway.loops import Hops, Onward, onward
 from gw.gateway.mapping import msrp_to_sip
 from gw.gateway.policy import Policy
 from gw.gateway.session import GwSession, Outcome, Pending
+from gw.gateway.stats import Direction, GatewayStats
 from gw.msrp.endpoint import MsrpEndpoint
 from gw.msrp.events import MessageDelivered, MessageFailed, SessionEvent
 from gw.msrp.events import Outcome as MsrpOutcome
@@ -134,7 +135,7 @@ class GatewayBase:
         self.scan_count = 1000
         self.sessions: dict[str, GwSession] = {}
         self.by_call_id: dict[str, GwSession] = {}
-        self.counters: Counter[str] = Counter()
+        self.stats = GatewayStats()
         self.draining = False
         self._tasks: set[asyncio.Task[Any]] = set()
         # Page-mode messages on the MSRP side, by MSRP Message-ID, until their outcome event.
@@ -208,7 +209,7 @@ class GatewayBase:
         why: str,
         headers: list[tuple[str, str]] | None = None,
     ) -> None:
-        self.counters[f"rejected_{code}"] += 1
+        self.stats.rejected[code] += 1
         log.info(
             "rejected %s with %d %s (%s)",
             incoming.request.method,
@@ -230,7 +231,7 @@ class GatewayBase:
         )
 
     def _answer(self, incoming: IncomingRequest, outcome: Outcome) -> None:
-        self.counters[f"page_answer_{outcome.status}"] += 1
+        self.stats.page_answers[outcome.status] += 1
         if not incoming.final_sent:
             incoming.respond(outcome.status, outcome.reason, headers=outcome.headers)
 
@@ -249,10 +250,10 @@ class GatewayBase:
             return  # not one of ours (or settled when it was refused at once)
         if isinstance(result, MessageDelivered):
             outcome = Outcome(200, "OK")
-            self.counters["page_to_msrp_delivered"] += 1
+            self.stats.delivered[Direction.PAGE_TO_MSRP] += 1
         elif isinstance(result, MessageFailed):
             outcome = self._send_failed(session, result.code)
-            self.counters[f"page_to_msrp_failed_{result.code}"] += 1
+            self.stats.failed[Direction.PAGE_TO_MSRP][result.code] += 1
         else:
             outcome = Outcome(480, "MSRP Message Aborted")
         if outcome.status >= 300:

@@ -85,7 +85,7 @@ class Lifecycle(GatewayBase):
                 del self.by_call_id[call_id]
         with contextlib.suppress(RedisError, OSError):
             await self.store.delete(session.key, owner=self.settings.node_id)
-        self.counters[f"sessions_ended_{reason.split(':')[0].replace(' ', '_')}"] += 1
+        self.stats.session_ended(reason)
         log.info("session ended: %s", reason, extra={"key": session.key})
         await self._publish(
             ev.SESSION_ENDED, {"key": session.key, "reason": reason, "origin": session.origin}
@@ -148,7 +148,7 @@ class Lifecycle(GatewayBase):
         rec.created = rec.created or time.time()
         rec.last_message = rec.last_send = time.time()
         if await self.store.create(rec):
-            self.counters["sessions_rebuilt"] += 1
+            self.stats.sessions_rebuilt += 1
             log.info("session record rebuilt from live state", extra={"key": session.key})
             return True
         await self.end_session(session.key, "superseded")

@@ -125,7 +125,7 @@ class PageSide(SessionSide):
             return await self._route_page(page)
         except (RedisError, OSError) as exc:
             log.warning("store unavailable: %s", exc, extra={"key": page.key})
-            self.counters["store_errors"] += 1
+            self.stats.store_errors += 1
             return Outcome(
                 503, "Service Unavailable", [("Retry-After", str(self.settings.retry_after))]
             )
@@ -196,7 +196,7 @@ class PageSide(SessionSide):
                 continue  # another node took it first: it is the owner now
             session = self._start_outbound(page, claimed)  # before any await: forwards find it
             log.info("session taken over from %s", rec.owner, extra={"key": key})
-            self.counters["sessions_taken_over"] += 1
+            self.stats.sessions_taken_over += 1
             await self._publish(
                 ev.SESSION_MOVED,
                 {"key": key, "from_node": rec.owner, "to_node": me, "reason": "owner dead"},
@@ -209,14 +209,14 @@ class PageSide(SessionSide):
         instead of joining a queue where all of them would time out together."""
         if self.setups_pending + len(self._creating) < self.settings.max_pending_setups:
             return None
-        self.counters["setups_refused"] += 1
+        self.stats.setups_refused += 1
         now = time.monotonic()
         if now - self._refusal_logged >= 1.0:  # one line a second, not one per MESSAGE
             self._refusal_logged = now
             log.warning(
                 "refusing new sessions with 503: %d set-ups in progress (%d refused so far)",
                 self.setups_pending,
-                self.counters["setups_refused"],
+                self.stats.setups_refused,
                 extra={"key": key},
             )
         return Outcome(
@@ -242,7 +242,7 @@ class PageSide(SessionSide):
             and session.peer_types
             and not mime_matches(content_type, session.peer_types)
         ):
-            self.counters["rejected_415"] += 1
+            self.stats.rejected[415] += 1
             return Outcome(
                 415, "Unsupported Media Type", [("Accept", ", ".join(session.peer_types))]
             )
@@ -250,12 +250,12 @@ class PageSide(SessionSide):
         if session.queued >= s.max_queued_messages or session.queued_bytes + len(body) > (
             s.max_queued_bytes
         ):
-            self.counters["queue_full"] += 1
+            self.stats.queue_full += 1
             return Outcome(503, "Queue Full", [("Retry-After", str(s.retry_after))])
         loop = asyncio.get_running_loop()
         pending = Pending(body, content_type, loop.create_future(), call_id)
         session.enqueue(pending)
-        self.counters["page_messages_in"] += 1
+        self.stats.page_messages_in += 1
         if session.state == ACTIVE:
             self._flush(session)
         if s.reply_mode == "accept":
@@ -279,7 +279,7 @@ class PageSide(SessionSide):
         None when nobody listens on the owner's inbox (it died: look again)."""
         if self.rpc is None:
             return Outcome(503, "Session Owned Elsewhere")
-        self.counters["forwarded_to_owner"] += 1
+        self.stats.forwarded_to_owner += 1
         payload = {"op": "message", **page.to_wire()}
         try:
             reply = await self.rpc.call(owner, payload, self.forward_timeout)
@@ -288,7 +288,7 @@ class PageSide(SessionSide):
                 self.registry.forget(owner)
             return None
         except TimeoutError:
-            self.counters["forward_timeouts"] += 1
+            self.stats.forward_timeouts += 1
             return Outcome(408, "Owner Did Not Answer")
         if "error" in reply:
             return Outcome(500, "Owner Failed")
@@ -314,7 +314,7 @@ class PageSide(SessionSide):
             return
         outcome = done.result()
         if outcome.status >= 300:
-            self.counters[f"page_answer_{outcome.status}"] += 1
+            self.stats.page_answers[outcome.status] += 1
             self._spawn(
                 self._publish(
                     ev.DELIVERY_FAILED,
@@ -363,7 +363,7 @@ class PageSide(SessionSide):
         session = GwSession(key=page.key, origin="msg_to_msrp", record=record, sink=self._sink)
         self.sessions[page.key] = session
         session.trace = page.key in self.traced
-        self.counters["sessions_created_msg_to_msrp"] += 1
+        self.stats.sessions_created["msg_to_msrp"] += 1
         self.setups_pending += 1
         self._spawn(self._setup(session, page, fresh))  # not kept on the session: it ends
         return session
@@ -530,7 +530,7 @@ class PageSide(SessionSide):
     async def _setup_failed(
         self, session: GwSession, status: int, reason: str, code: int | None, sip_reason: str | None
     ) -> None:
-        self.counters[f"setup_failed_{status}"] += 1
+        self.stats.setup_failed[status] += 1
         log.info("session setup failed: %d %s", status, reason, extra={"key": session.key})
         rec = session.record
         await self._publish(

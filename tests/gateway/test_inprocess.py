@@ -24,6 +24,7 @@ from gw.config import Config
 from gw.gateway import base as gateway_base
 from gw.gateway.base import KeyLocks
 from gw.gateway.session import GwSession
+from gw.gateway.stats import Direction
 from gw.node import GcTuner, Node
 from tests.support.msrp_user import MsrpUser
 from tests.support.page_user import PageUser
@@ -223,7 +224,7 @@ async def test_send_on_an_established_session_starts_no_gateway_task_and_keeps_o
     # the in-process page user's, answering the MESSAGEs; the node receives no request.)
     tasks = {k for k in counter.gateway_tasks() if k != "SipEndpoint._guard"}
     assert tasks == set(), counter.names
-    assert node.gw.counters["msrp_to_page_delivered"] == 11
+    assert node.gw.stats.delivered[Direction.MSRP_TO_PAGE] == 11
 
 
 @pytest.mark.parametrize(
@@ -241,7 +242,7 @@ async def test_new_sessions_beyond_max_pending_setups_get_a_fast_503(
     assert (second.status, second.reason) == (503, "Too Many Session Setups")
     assert second.get("Retry-After") == "5"
     assert "refusing new sessions with 503: 1 set-ups in progress" in caplog.text
-    assert node.gw.counters["setups_refused"] == 1
+    assert node.gw.stats.setups_refused == 1
     assert (await first).status == 200
     assert node.gw.setups_pending == 0
     again = await page.message(node, msrp_user.uri("carol"), b"two again")
@@ -264,7 +265,7 @@ async def test_msrp_input_pauses_while_max_pending_messages_are_unanswered(
     await asyncio.sleep(0.15)
     gw = node.gw
     assert gw.msrp.input_paused and gw.pages_pending >= 4, gw.pages_pending
-    assert gw.counters["msrp_input_paused"] == 1
+    assert gw.stats.msrp_input_paused == 1
     assert len(page.messages) == 7
     # Sent now, these wait in the socket: the node reads nothing while paused.
     sends += [asyncio.ensure_future(handle.send(f"b{i}".encode(), "text/plain")) for i in range(3)]
