@@ -158,7 +158,8 @@ def register_metrics(
     def sessions_by_state() -> dict[str, float]:
         out = dict.fromkeys(("setup", "active", "ending"), 0.0)
         for session in list(gw.sessions.values()):
-            out[session.state] = out.get(session.state, 0.0) + 1
+            state = session.state.record_state
+            out[state] = out.get(state, 0.0) + 1
         return out
 
     def translated() -> dict[tuple[str, str], float]:

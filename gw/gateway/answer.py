@@ -19,7 +19,8 @@ from gw.gateway.lifecycle import Lifecycle
 from gw.gateway.loops import hops_of
 from gw.gateway.mapping import sip_to_msrp
 from gw.gateway.policy import Decision
-from gw.gateway.session import ACTIVE, GwSession
+from gw.gateway.session import GwSession
+from gw.gateway.state import SessionState
 from gw.gateway.stats import Direction
 from gw.msrp.endpoint import MsrpSessionError
 from gw.msrp.events import (
@@ -121,7 +122,7 @@ class SessionSide(Lifecycle):
             key=decision.key,
             origin="answer",
             record=record,
-            state=ACTIVE,
+            state=SessionState.ACTIVE,
             call_id=request.call_id,
             peer_types=self.types(media.accept_types),
             sink=self._sink,
@@ -204,7 +205,7 @@ class SessionSide(Lifecycle):
                 event.reason,
                 extra={"key": session.key},
             )
-        elif isinstance(event, SessionClosed) and session.state == ACTIVE:
+        elif isinstance(event, SessionClosed) and session.state is SessionState.ACTIVE:
             # While setting up, the setup task handles a failed MSRP leg (precise answer).
             if session.msrp is not None and not session.msrp.closed:
                 return  # an MSRP session a re-INVITE replaced closed, not the current one

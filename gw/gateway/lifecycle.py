@@ -12,7 +12,8 @@ from redis.exceptions import RedisError
 from gw.cluster.rpc import NodeUnreachable
 from gw.gateway import events as ev
 from gw.gateway.base import GatewayBase, log
-from gw.gateway.session import ACTIVE, ENDING, SETUP, GwSession, Outcome
+from gw.gateway.session import GwSession, Outcome
+from gw.gateway.state import SessionState
 from gw.store.sessions import SessionNotFound
 
 
@@ -42,10 +43,10 @@ class Lifecycle(GatewayBase):
                 {"key": key, "reason": reason, "origin": rec.origin, "owner": rec.owner},
             )
             return True
-        if session.state == ENDING:
+        if session.state.over:
             return True
-        was_setup = session.state == SETUP
-        session.state = ENDING
+        was_setup = session.state.setting_up
+        session.transition(SessionState.ENDING)
         self._fail_queue(session, Outcome(480, "Session Ended"))
         if was_setup and session.invite is not None and session.dialog is None:
             with contextlib.suppress(Exception):
@@ -69,7 +70,13 @@ class Lifecycle(GatewayBase):
                 await asyncio.wait_for(self.sip.bye(dialog), 64 * self.sip.config.timers.t1)
 
     async def _forget(self, session: GwSession, reason: str) -> None:
-        session.state = ENDING
+        """Drop the session from this node and the store, once (a set-up ended by MI and
+        then failing would otherwise be counted and announced twice)."""
+        if session.state is SessionState.ENDED:
+            return
+        if session.state is not SessionState.ENDING:
+            session.transition(SessionState.ENDING)
+        session.transition(SessionState.ENDED)
         handle = session.msrp
         if handle is not None:
             # The handle's on_event refers to the session: dropping the reference back breaks
@@ -134,11 +141,11 @@ class Lifecycle(GatewayBase):
     async def _rebuild(self, session: GwSession) -> bool:
         """Re-create the record of a live session Redis lost; if another node created the
         key meanwhile, that one wins and ours ends cleanly (BYE)."""
-        if session.state == ENDING:
+        if session.state.over:
             return False  # ended while we were waiting for Redis: nothing to rebuild
         rec = session.record
         rec.owner = self.settings.node_id
-        rec.state = "active" if session.state == ACTIVE else "setup"
+        rec.state = "active" if session.state is SessionState.ACTIVE else "setup"
         if session.dialog is not None:
             d = session.dialog
             rec.call_id, rec.local_tag, rec.remote_tag = d.call_id, d.local_tag, d.remote_tag
@@ -156,13 +163,13 @@ class Lifecycle(GatewayBase):
 
     async def reconcile(self) -> None:
         """Rebuild records of live sessions that Redis lost (restart, failover, flush)."""
-        keys = [k for k, s in self.sessions.items() if s.state == ACTIVE]
+        keys = [k for k, s in self.sessions.items() if s.state is SessionState.ACTIVE]
         for start in range(0, len(keys), 500):
             batch = keys[start : start + 500]
             found = await self.store.existing(batch)
             for key, exists in zip(batch, found, strict=True):
                 session = self.sessions.get(key)
-                if not exists and session is not None and session.state == ACTIVE:
+                if not exists and session is not None and session.state is SessionState.ACTIVE:
                     await self._rebuild(session)
 
     async def on_expired(self, key: str) -> None:
@@ -209,7 +216,7 @@ class Lifecycle(GatewayBase):
                     "msg_side_ruri": rec.msg_ruri,
                     "msrp_ua_session_id": sid,
                     # ...then ours.
-                    "state": local.state if local else rec.state,
+                    "state": local.state.record_state if local else rec.state,
                     "origin": rec.origin,
                     "owner": rec.owner,
                     "from": rec.msg_from,

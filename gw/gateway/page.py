@@ -17,7 +17,8 @@ from gw.gateway.answer import SessionSide
 from gw.gateway.base import TOUCH_INTERVAL, log
 from gw.gateway.loops import hops_of
 from gw.gateway.policy import Decision
-from gw.gateway.session import ACTIVE, ENDING, GwSession, Outcome, PageMessage, Pending
+from gw.gateway.session import GwSession, Outcome, PageMessage, Pending
+from gw.gateway.state import SessionState
 from gw.msrp.endpoint import MsrpSessionError
 from gw.sip.endpoint import IncomingRequest
 from gw.sip.message import Request, Response
@@ -113,7 +114,7 @@ class PageSide(SessionSide):
         session = self.sessions.get(key)
         if (
             session is None
-            or session.state == ENDING
+            or session.state.over
             or time.time() - session.touched_page >= TOUCH_INTERVAL
         ):
             return None
@@ -136,7 +137,7 @@ class PageSide(SessionSide):
         if creating is not None:
             await asyncio.shield(creating)
         session = self.sessions.get(key)
-        if session is not None and session.state != ENDING:
+        if session is not None and not session.state.over:
             # Deadlines are hours away: one touch a second per session is exact enough
             # and keeps Redis off the path of most MESSAGEs in a busy conversation.
             if time.time() - session.touched_page >= TOUCH_INTERVAL:
@@ -156,7 +157,7 @@ class PageSide(SessionSide):
         the MESSAGE with 503); the session to deliver on, or None."""
         if not await self._refresh_deadline(session, page=True):
             return None
-        if self.sessions.get(session.key) is not session or session.state == ENDING:
+        if self.sessions.get(session.key) is not session or session.state.over:
             return None
         return session
 
@@ -168,7 +169,7 @@ class PageSide(SessionSide):
             if attempt:
                 await asyncio.sleep(0.05)
             session = self.sessions.get(key)
-            if session is not None and session.state != ENDING:
+            if session is not None and not session.state.over:
                 return session  # made by the MESSAGE we waited for
             rec = await self.store.get(key)
             if rec is None:
@@ -238,7 +239,7 @@ class PageSide(SessionSide):
         the future of its outcome: the MSRP side's (`_msrp_outcome`), or 408 once
         `delivery_timeout` passes (a loop timer, no task)."""
         if (
-            session.state == ACTIVE
+            session.state is SessionState.ACTIVE
             and session.peer_types
             and not mime_matches(content_type, session.peer_types)
         ):
@@ -256,7 +257,7 @@ class PageSide(SessionSide):
         pending = Pending(body, content_type, loop.create_future(), call_id)
         session.enqueue(pending)
         self.stats.page_messages_in += 1
-        if session.state == ACTIVE:
+        if session.state is SessionState.ACTIVE:
             self._flush(session)
         if s.reply_mode == "accept":
             pending.done.add_done_callback(functools.partial(self._accepted_done, session))
@@ -434,6 +435,10 @@ class PageSide(SessionSide):
                 raise _SetupFailed(status, response.reason if code else "No Answer From MSRP Side")
             session.dialog = dialog
             session.invite = None  # only a CANCEL needed it: the dialog has what BYE needs
+            if session.state is not SessionState.INVITING:  # ended meanwhile (MI, drain)
+                await self._bye(session)
+                return
+            session.transition(SessionState.CONNECTING)
             await self._start_msrp_leg(session, response, local_uri, setup)
         except _SetupFailed as exc:
             await self._setup_failed(session, exc.status, exc.reason, code, reason)
@@ -441,7 +446,12 @@ class PageSide(SessionSide):
         except (RedisError, OSError) as exc:
             await self._setup_failed(session, 503, f"Store Error: {exc}", None, None)
             return
-        session.state = ACTIVE
+        if session.state.over:  # ended while connecting
+            await self._bye(session)
+            if session.msrp is not None:
+                session.msrp.close("session ended")
+            return
+        session.transition(SessionState.ACTIVE)
         log.info(
             "session started",
             extra={"key": session.key, "origin": "msg_to_msrp", "call_id": invite.call_id},
@@ -569,7 +579,7 @@ class PageSide(SessionSide):
         """Hand queued messages to the MSRP session in order; their outcomes come as events
         of the session's MSRP handle (`_msrp_outcome`), which settle their futures."""
         handle = session.msrp
-        if handle is None or session.state != ACTIVE:
+        if handle is None or session.state is not SessionState.ACTIVE:
             return
         report = True if self.settings.require_success_report else None
         while (pending := session.pop()) is not None:

@@ -8,16 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gw.gateway.state import SessionState, check_transition
 from gw.msrp.endpoint import Session as MsrpHandle
 from gw.msrp.events import MessageReceived, SessionEvent
 from gw.sip.dialog import Dialog
 from gw.sip.message import Request
 from gw.sip.uri import parse_name_addr
 from gw.store.records import SessionRecord
-
-SETUP = "setup"
-ACTIVE = "active"
-ENDING = "ending"
 
 
 @dataclass(slots=True)
@@ -112,7 +109,7 @@ class GwSession:
     key: str
     origin: str
     record: SessionRecord
-    state: str = SETUP
+    state: SessionState = SessionState.INVITING
     dialog: Dialog | None = None
     invite: Request | None = None  # our INVITE, until its dialog is up (CANCEL needs it)
     call_id: str = ""  # of the INVITE that set the session up (ours or the peer's)
@@ -128,6 +125,11 @@ class GwSession:
     # MSRP messages waiting for that refresh, in arrival order; None when none waits
     to_page_waiting: deque[MessageReceived] | None = None
     sink: Callable[[GwSession, SessionEvent], None] | None = None  # the gateway's handler
+
+    def transition(self, new: SessionState) -> None:
+        """Change state as `gw.gateway.state.TRANSITIONS` allows (IllegalTransition)."""
+        check_transition(self.state, new)
+        self.state = new
 
     @property
     def queued(self) -> int:
