@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from gw.gateway import events as ev
 from gw.gateway.base import ALLOW, TOUCH_INTERVAL, log
+from gw.gateway.legs import Role
 from gw.gateway.lifecycle import Lifecycle
 from gw.gateway.loops import hops_of
 from gw.gateway.mapping import sip_to_msrp
@@ -38,7 +39,6 @@ from gw.sip.message import Request, Response
 from gw.sip.sdp import (
     SdpError,
     answer_setup,
-    build_msrp_answer,
     find_msrp_media,
     negotiate_types,
     parse_sdp,
@@ -84,9 +84,7 @@ class SessionSide(Lifecycle):
         if old is not None:
             await self.end_session(decision.key, "replaced")
         setup = answer_setup(media.setup) if media.setup else None
-        role = "passive"
-        if setup is not None:
-            role = "active" if setup == "active" else "passive"
+        role: Role = "active" if setup == "active" else "passive"
         local_uri = self.msrp.new_local_uri()
         now = time.time()
         record = SessionRecord(
@@ -128,19 +126,7 @@ class SessionSide(Lifecycle):
             sink=self._sink,
         )
         try:
-            handle = self.msrp.create_session(
-                media.path,
-                local_uri=local_uri,
-                role=role,
-                via_relay=self.msrp.relay_required,
-                accept_types=types,
-                on_event=session.on_msrp_event,
-                peer_accept_types=media.accept_types or None,
-                peer_max_size=media.max_size,
-                chunk_size=self.settings.chunk_size,
-                max_message_size=self.settings.max_page_message_size,
-                transaction_timeout=self.settings.msrp_transaction_timeout,
-            )
+            handle = self.legs.open(session, media, local_uri=local_uri, role=role, types=types)
         except MsrpSessionError as exc:  # relay configured but down
             with contextlib.suppress(RedisError, OSError):
                 await self.store.delete(decision.key)
@@ -152,17 +138,8 @@ class SessionSide(Lifecycle):
         self._note_trace_ids(session)
         self.by_call_id[request.call_id] = session
         self.stats.sessions_created["answer"] += 1
-        answer = build_msrp_answer(
-            media,
-            address=self.msrp.advertised_host,
-            port=self.msrp.uri.port or 2855,
-            path=[str(u) for u in handle.local_path],  # the relay's Use-Path, then us
-            accept_types=types,
-            accept_wrapped_types=self.settings.accept_wrapped_types,
-            setup=setup,
-            offer_sdp=offer,
-        )
-        incoming.respond(200, body=answer.to_bytes(), content_type="application/sdp")
+        answer = self.legs.answer(media, handle, types=types, setup=setup, offer=offer)
+        incoming.respond(200, body=answer, content_type="application/sdp")
         session.dialog = incoming.dialog
         if session.dialog is not None:
             await self.store.update(decision.key, local_tag=session.dialog.local_tag)
@@ -440,22 +417,12 @@ class SessionSide(Lifecycle):
             return
         old = session.msrp
         setup = answer_setup(media.setup) if media.setup else None
-        role = "active" if setup == "active" else "passive"
+        role: Role = "active" if setup == "active" else "passive"
         local_uri = old.local_uri
         if [str(u) for u in old.peer_path] != list(media.path):
             try:
-                new = self.msrp.create_session(
-                    media.path,
-                    local_uri=self.msrp.new_local_uri(),
-                    role=role,
-                    via_relay=self.msrp.relay_required,
-                    accept_types=types,
-                    on_event=session.on_msrp_event,
-                    peer_accept_types=media.accept_types or None,
-                    peer_max_size=media.max_size,
-                    chunk_size=self.settings.chunk_size,
-                    max_message_size=self.settings.max_page_message_size,
-                    transaction_timeout=self.settings.msrp_transaction_timeout,
+                new = self.legs.open(
+                    session, media, local_uri=self.msrp.new_local_uri(), role=role, types=types
                 )
             except MsrpSessionError:  # relay configured but down
                 incoming.respond(503, headers=[("Retry-After", str(self.settings.retry_after))])
@@ -465,16 +432,8 @@ class SessionSide(Lifecycle):
             old.close("re-INVITE")
             local_uri = session.msrp.local_uri
         session.peer_types = self.types(media.accept_types)
-        answer = build_msrp_answer(
-            media,
-            address=self.msrp.advertised_host,
-            port=self.msrp.uri.port or 2855,
-            path=[str(u) for u in session.msrp.local_path],
-            accept_types=types,
-            setup=setup,
-            offer_sdp=offer,
-        )
-        incoming.respond(200, body=answer.to_bytes(), content_type="application/sdp")
+        answer = self.legs.answer(media, session.msrp, types=types, setup=setup, offer=offer)
+        incoming.respond(200, body=answer, content_type="application/sdp")
         with contextlib.suppress(RedisError, OSError):
             await self.store.update(
                 session.key, peer_path=list(media.path), local_path=[str(local_uri)]

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from gw.cluster.registry import NodeRegistry
 from gw.cluster.rpc import Rpc
+from gw.gateway.legs import MsrpLegs
 from gw.gateway.loops import Hops, Onward, onward
 from gw.gateway.mapping import msrp_to_sip
 from gw.gateway.policy import Policy
@@ -147,6 +148,7 @@ class GatewayBase:
         self._types: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._own_sent_by: tuple[tuple[Any, ...], frozenset[str]] | None = None
         self.deployment = settings.deployment or settings.node_id
+        self.legs = MsrpLegs(msrp, settings)
         self._sink = self._msrp_event  # one bound method, shared by every session
 
     def _msrp_event(self, session: GwSession, event: SessionEvent) -> None:

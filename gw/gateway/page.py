@@ -24,7 +24,6 @@ from gw.sip.endpoint import IncomingRequest
 from gw.sip.message import Request, Response
 from gw.sip.sdp import (
     SdpError,
-    build_msrp_offer,
     find_msrp_media,
     mime_matches,
     parse_sdp,
@@ -381,26 +380,17 @@ class PageSide(SessionSide):
         local_uri = self.msrp.new_local_uri()
         setup = None if s.msrp_setup == "none" else s.msrp_setup
         try:  # through the relay, if one is configured (RFC 4976): its Use-Path, then us
-            path = self.msrp.local_path(local_uri, via_relay=self.msrp.relay_required)
+            offer = self.legs.offer(local_uri, session.record.content_types, setup)
         except MsrpSessionError as exc:
             await self._setup_failed(session, exc.code, "MSRP Relay Unavailable", None, None)
             return
-        offer = build_msrp_offer(
-            address=self.msrp.advertised_host,
-            port=self.msrp.uri.port or 2855,
-            path=[str(u) for u in path],
-            accept_types=session.record.content_types,
-            accept_wrapped_types=s.accept_wrapped_types,
-            setup=setup,
-            tls=any(u.secure for u in path),  # msrps: (RFC 4975 §8.1: TCP/TLS/MSRP)
-        )
         hop = self.onward(session.record)
         invite = self.sip.new_request(
             "INVITE",
             page.ruri,
             from_=page.page_from,
             to=page.page_to,
-            body=offer.to_bytes(),
+            body=offer,
             content_type="application/sdp",
             headers=[("Contact", f"<{self.sip.contact_uri('UDP')}>"), *hop.headers],
             max_forwards=hop.max_forwards,
@@ -499,19 +489,12 @@ class PageSide(SessionSide):
             raise _SetupFailed(488, "Incompatible a=setup") from None
         session.peer_types = self.types(media.accept_types)
         try:
-            handle = self.msrp.create_session(
-                media.path,
+            handle = self.legs.open(
+                session,
+                media,
                 local_uri=local_uri,
                 role="active" if active else "passive",
-                via_relay=self.msrp.relay_required,
-                accept_types=session.record.content_types,
-                on_event=session.on_msrp_event,
-                peer_accept_types=media.accept_types or None,
-                peer_max_size=media.max_size,
-                chunk_size=self.settings.chunk_size,
-                # what the MSRP user sends here becomes MESSAGEs too: same limit as answered
-                max_message_size=self.settings.max_page_message_size,
-                transaction_timeout=self.settings.msrp_transaction_timeout,
+                types=session.record.content_types,
             )
         except MsrpSessionError as exc:  # the relay went down during the INVITE
             await self._bye(session)

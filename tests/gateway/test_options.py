@@ -181,6 +181,21 @@ async def test_reinvite_with_new_path_moves_the_session(
     assert msrp_user.invites == [], "the reply used the answered session"
 
 
+async def test_reinvite_answer_keeps_accept_wrapped_types(
+    gateway: Callable[..., GatewayProcess], msrp_user: MsrpUser, page: PageUser
+) -> None:
+    """The first answer and a re-INVITE's answer are built in one place: both carry
+    a=accept-wrapped-types (the re-INVITE answer used to drop it)."""
+    node = gateway(MSRPGW_GATEWAY__ACCEPT_WRAPPED_TYPES="text/plain message/imdn+xml")
+    offered = await msrp_user.offer(node.sip("udp"), to=page.aor())
+    assert offered.status == 200 and offered.dialog is not None, node.output()
+    wrapped = "a=accept-wrapped-types:text/plain message/imdn+xml"
+    assert wrapped in offered.response.body.decode()
+    response, new = await msrp_user.reoffer(offered.dialog)
+    assert response.status == 200 and new is not None, node.output()
+    assert wrapped in response.body.decode()
+
+
 # -- content type the MSRP peer does not accept ---------------------------------------------------
 async def test_type_not_accepted_by_msrp_peer_is_415_with_accept(
     gateway: Callable[..., GatewayProcess], msrp_user: MsrpUser, page: PageUser
