@@ -26,6 +26,7 @@ from tenacity import (
 )
 
 from gw import __version__
+from gw.cluster.messages import serving
 from gw.cluster.registry import NodeRegistry
 from gw.cluster.rpc import Rpc
 from gw.config import Config, parse_msrp_listen
@@ -432,7 +433,7 @@ class Node:
             forward_timeout=cfg.cluster.forward_timeout,
         )
         self.gateway.scan_count = scan_batch(g.hash_size)
-        self.rpc = Rpc(self.redis, cfg.node.id, self.gateway.on_rpc)
+        self.rpc = Rpc(self.redis, cfg.node.id, serving(self.gateway.on_rpc))
         self.gateway.rpc = self.rpc
         await self.rpc.start()
         await self.registry.start()

@@ -31,6 +31,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from gw.cluster.messages import RpcReply, RpcRequest, decode_reply, encode_request
 from gw.store.client import (
     StoreClient,
     channel_home,
@@ -186,6 +187,11 @@ class Rpc:
         if moved:
             log.info("rpc: %s moved from %s; waiting for the reply", inbox, home)
         return moved
+
+    async def ask(self, target: str, request: RpcRequest, timeout: float) -> RpcReply:
+        """`call` with a typed request and reply (gw.cluster.messages); BadRpc for a
+        reply that is none of ours. NodeUnreachable, TimeoutError as `call`."""
+        return decode_reply(await self.call(target, encode_request(request), timeout))
 
     async def call(self, target: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send `payload` to `target`'s handler and return its reply.

@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from gw.cluster.messages import BadRpc, Ended, EndSession
 from gw.cluster.rpc import NodeUnreachable
 from gw.gateway import events as ev
 from gw.gateway.base import GatewayBase, log
@@ -27,13 +28,11 @@ class Lifecycle(GatewayBase):
             if await self._owner_elsewhere(rec.owner):
                 assert self.rpc is not None
                 # The owner holds the dialog and the MSRP connection: it sends the BYE.
-                with contextlib.suppress(NodeUnreachable, TimeoutError):
-                    reply = await self.rpc.call(
-                        rec.owner,
-                        {"op": "end", "key": key, "reason": reason},
-                        self.forward_timeout,
+                with contextlib.suppress(NodeUnreachable, TimeoutError, BadRpc):
+                    reply = await self.rpc.ask(
+                        rec.owner, EndSession(key, reason), self.forward_timeout
                     )
-                    return bool(reply.get("ok"))
+                    return isinstance(reply, Ended) and reply.ok
             # Owner dead (or we own a record without live state): clean up the record.
             if not await self.store.delete(key, owner=rec.owner):
                 return False

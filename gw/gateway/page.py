@@ -11,13 +11,22 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from gw.cluster.messages import (
+    Answer,
+    BadRpc,
+    Ended,
+    EndSession,
+    PageMessage,
+    RpcReply,
+    RpcRequest,
+)
 from gw.cluster.rpc import NodeUnreachable
 from gw.gateway import events as ev
 from gw.gateway.answer import SessionSide
 from gw.gateway.base import TOUCH_INTERVAL, log
 from gw.gateway.loops import hops_of
 from gw.gateway.policy import Decision
-from gw.gateway.session import GwSession, Outcome, PageMessage, Pending
+from gw.gateway.session import GwSession, Outcome, Pending, mirror_into
 from gw.gateway.state import SessionState
 from gw.msrp.endpoint import MsrpSessionError
 from gw.sip.endpoint import IncomingRequest
@@ -280,9 +289,8 @@ class PageSide(SessionSide):
         if self.rpc is None:
             return Outcome(503, "Session Owned Elsewhere")
         self.stats.forwarded_to_owner += 1
-        payload = {"op": "message", **page.to_wire()}
         try:
-            reply = await self.rpc.call(owner, payload, self.forward_timeout)
+            reply = await self.rpc.ask(owner, page, self.forward_timeout)
         except NodeUnreachable:
             if self.registry is not None:
                 self.registry.forget(owner)
@@ -290,23 +298,19 @@ class PageSide(SessionSide):
         except TimeoutError:
             self.stats.forward_timeouts += 1
             return Outcome(408, "Owner Did Not Answer")
-        if "error" in reply:
+        except BadRpc:
             return Outcome(500, "Owner Failed")
-        headers = [(str(h), str(v)) for h, v in reply.get("headers", [])]
-        return Outcome(int(reply.get("status", 500)), str(reply.get("reason", "")), headers)
+        if not isinstance(reply, Answer):
+            return Outcome(500, "Owner Failed")
+        return Outcome(reply.status, reply.reason, list(reply.headers))
 
-    async def on_rpc(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def on_rpc(self, request: RpcRequest) -> RpcReply:
         """Requests from other nodes: forwarded MESSAGEs and session ends."""
-        op = msg.get("op")
-        if op == "message":
-            page = PageMessage.from_wire(msg)
-            page.hops += 1
-            outcome = await self.route_page(page)
-            return {"status": outcome.status, "reason": outcome.reason, "headers": outcome.headers}
-        if op == "end":
-            ok = await self.end_session(str(msg.get("key")), str(msg.get("reason", "mi")))
-            return {"ok": ok}
-        return {"error": f"unknown op {op!r}"}
+        if isinstance(request, EndSession):
+            return Ended(await self.end_session(request.key, request.reason))
+        request.hops += 1
+        outcome = await self.route_page(request)
+        return Answer(outcome.status, outcome.reason, outcome.headers)
 
     def _accepted_done(self, session: GwSession, done: asyncio.Future[Outcome]) -> None:
         """Accept mode: the MESSAGE got 202; a failure is counted and published."""
@@ -340,7 +344,7 @@ class PageSide(SessionSide):
             last_message=now,
             last_send=now,
         )
-        page.mirror_into(record)
+        mirror_into(page, record)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._creating[page.key] = done
         try:
@@ -356,7 +360,7 @@ class PageSide(SessionSide):
     ) -> GwSession:
         """Own `record` and set up a new MSRP leg for it (new key, or taken over)."""
         if not fresh:
-            page.mirror_into(record)
+            mirror_into(page, record)
             record.state = "setup"
             record.origin = "msg_to_msrp"
             record.content_types = list(page.content_types or self.settings.content_types)

@@ -6,8 +6,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from gw.cluster.messages import PageMessage
 from gw.gateway.state import SessionState, check_transition
 from gw.msrp.endpoint import Session as MsrpHandle
 from gw.msrp.events import MessageReceived, SessionEvent
@@ -51,50 +51,13 @@ class Pending:
             self.done.set_result(outcome)
 
 
-@dataclass(slots=True)
-class PageMessage:
-    """A page-mode MESSAGE as the gateway needs it, also as sent between nodes."""
-
-    key: str
-    body: bytes
-    content_type: str
-    call_id: str
-    page_from: str  # the MESSAGE's From (name-addr, no tag): the INVITE's From
-    page_to: str  # the MESSAGE's To: the INVITE's To
-    ruri: str  # where the INVITE goes (the MESSAGE's R-URI after routing)
-    content_types: list[str] = field(default_factory=list)
-    hops: int = 0  # times forwarded between nodes
-    marks: list[str] = field(default_factory=list)  # the MESSAGE's X-Msrp-Gw deployments
-    max_forwards: int = 70  # the MESSAGE's
-
-    def to_wire(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in _WIRE}
-
-    @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> PageMessage:
-        return cls(**{f: data[f] for f in _WIRE if f in data})
-
-    def mirror_into(self, record: SessionRecord) -> None:
-        """MESSAGEs back to the page-mode user are mirrored (reference behaviour)."""
-        frm = parse_name_addr(self.page_from).uri
-        to = parse_name_addr(self.page_to).uri
-        record.msg_from, record.msg_to, record.msg_ruri = str(to), str(frm), str(frm)
-        record.marks, record.max_forwards = list(self.marks), self.max_forwards
-
-
-_WIRE = (
-    "key",
-    "body",
-    "content_type",
-    "call_id",
-    "page_from",
-    "page_to",
-    "ruri",
-    "content_types",
-    "hops",
-    "marks",
-    "max_forwards",
-)
+def mirror_into(page: PageMessage, record: SessionRecord) -> None:
+    """MESSAGEs back to the page-mode user are mirrored (reference behaviour): from the
+    MESSAGE's To, to and R-URI its From; and they carry its path (marks, hops)."""
+    frm = parse_name_addr(page.page_from).uri
+    to = parse_name_addr(page.page_to).uri
+    record.msg_from, record.msg_to, record.msg_ruri = str(to), str(frm), str(frm)
+    record.marks, record.max_forwards = list(page.marks), page.max_forwards
 
 
 @dataclass(slots=True)
