@@ -9,9 +9,9 @@ when the head was readable, the partial message so that a response can be built.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
 
 from gw.sip.uri import (
     NameAddr,
@@ -28,6 +28,7 @@ from gw.sip.uri import (
 
 __all__ = [
     "COMPACT_FORMS",
+    "Headers",
     "Limits",
     "Request",
     "Response",
@@ -254,28 +255,28 @@ class SipParseError(Exception):
         self.partial = partial
 
 
-@dataclass(eq=False)
-class SipMessage:
-    """Headers are an ordered list of (canonical name, raw value) pairs.
+class Headers(Sequence[tuple[str, str]]):
+    """A message's header fields: (canonical name, raw value) pairs, in order.
 
-    The typed views (`vias`, `top_via`, `from_`, `to`, `call_id`, `cseq`, `contacts`,
-    `routes`, `record_routes`) are parsed on first use and cached. `set`, `add`, `remove`,
-    `remove_first_via`, `replace_top_via` and assigning a new `headers` list keep the cache
-    right; code that edits the `headers` list in place must call `forget_views()`.
+    It also holds the parsed views of its message (`SipMessage.from_`, `vias`, ...), and
+    every method that changes the fields drops them (`set`, `add`, `remove`): there is no
+    other way to change them, so a view never outlives the text it was parsed from. Reading
+    is a sequence of pairs (iteration, `len`, indexing, slices as lists) plus `get` and
+    `get_all` by name; it compares equal to a list of the same pairs.
     """
 
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    # Parsed views, valid while `_views_of` is `headers` (so a new list drops them).
-    _views: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
-    _views_of: list[tuple[str, str]] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
+    __slots__ = ("_items", "views")
 
-    # -- header access ------------------------------------------------------
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = list(items)
+        # Parsed views of the message (SipMessage._cached); None: none parsed yet.
+        self.views: dict[str, Any] | None = None
+
+    # -- reading ----------------------------------------------------------------
     def get(self, name: str) -> str | None:
+        """The first value of `name` (any spelling or compact form), or None."""
         key = _NAME_CACHE.get(name) or canonical_name(name)
-        for k, v in self.headers:
+        for k, v in self._items:
             if k == key:
                 return v
         return None
@@ -283,57 +284,154 @@ class SipMessage:
     def get_all(self, name: str) -> list[str]:
         """All values, comma-split for headers that allow combining (§7.3.1)."""
         key = _NAME_CACHE.get(name) or canonical_name(name)
-        values = [v for k, v in self.headers if k == key]
+        values = [v for k, v in self._items if k == key]
         if key in _MULTI_CANONICAL:
             return [part for v in values for part in split_commas(v)]
         return values
 
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, str]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[str, str]]: ...
+    def __getitem__(self, index: int | slice) -> tuple[str, str] | list[tuple[str, str]]:
+        return self._items[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return self._items == other._items
+        if isinstance(other, list):
+            return self._items == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    # -- changing (each drops the parsed views) ------------------------------------
     def set(self, name: str, value: str) -> None:
         """Replace every occurrence with one value, kept at the first one's position."""
-        self._views = None
+        self.views = None
         key = canonical_name(name)
-        for i, (k, _) in enumerate(self.headers):
+        items = self._items
+        for i, (k, _) in enumerate(items):
             if k == key:
-                self.headers[i] = (key, value)
-                self.headers[i + 1 :] = [(kk, vv) for kk, vv in self.headers[i + 1 :] if kk != key]
+                items[i] = (key, value)
+                items[i + 1 :] = [(kk, vv) for kk, vv in items[i + 1 :] if kk != key]
                 return
-        self.headers.append((key, value))
+        items.append((key, value))
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
-        self._views = None
+        self.views = None
         entry = (canonical_name(name), value)
         if first:
-            self.headers.insert(0, entry)
+            self._items.insert(0, entry)
         else:
-            self.headers.append(entry)
+            self._items.append(entry)
 
     def remove(self, name: str) -> None:
-        self._views = None
+        """Remove every occurrence of `name`."""
+        self.views = None
         key = canonical_name(name)
-        self.headers = [(k, v) for k, v in self.headers if k != key]
+        self._items = [(k, v) for k, v in self._items if k != key]
+
+
+def _headers(items: Iterable[tuple[str, str]]) -> Headers:
+    """`Headers(items)` without the call to __init__ (one per message parsed or built)."""
+    headers: Headers = object.__new__(Headers)
+    headers._items = list(items)
+    headers.views = None
+    return headers
+
+
+class SipMessage:
+    """A SIP message head (its `Headers`) and body.
+
+    The typed views (`vias`, `top_via`, `from_`, `to`, `call_id`, `cseq`, `contacts`,
+    `routes`, `record_routes`) are parsed on first use and cached on the `Headers`, which
+    drops them whenever its fields change. `remove_first_via` and `replace_top_via` keep
+    them right; assigning `headers` replaces the fields (with their own, empty, cache).
+    """
+
+    __slots__ = ("_headers", "body")
+
+    def __init__(self, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
+        self._headers = headers if type(headers) is Headers else _headers(headers)
+        self.body = body
+
+    @property
+    def headers(self) -> Headers:
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: Iterable[tuple[str, str]]) -> None:
+        self._headers = value if type(value) is Headers else _headers(value)
+
+    # -- header access ------------------------------------------------------
+    # `get` and `add` repeat Headers' bodies: they run a dozen times per message, and a
+    # delegating call cost 2 % of the per-MESSAGE CPU (bench/micro_sip.py).
+    def get(self, name: str) -> str | None:
+        key = _NAME_CACHE.get(name) or canonical_name(name)
+        for k, v in self._headers._items:
+            if k == key:
+                return v
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """All values, comma-split for headers that allow combining (§7.3.1)."""
+        return self._headers.get_all(name)
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every occurrence with one value, kept at the first one's position."""
+        self._headers.set(name, value)
+
+    def add(self, name: str, value: str, *, first: bool = False) -> None:
+        headers = self._headers
+        headers.views = None
+        entry = (canonical_name(name), value)
+        if first:
+            headers._items.insert(0, entry)
+        else:
+            headers._items.append(entry)
+
+    def remove(self, name: str) -> None:
+        self._headers.remove(name)
 
     def remove_first_via(self) -> None:
-        self._views = None
-        for i, (k, v) in enumerate(self.headers):
+        headers = self._headers
+        headers.views = None
+        items = headers._items
+        for i, (k, v) in enumerate(items):
             if k == "Via":
                 parts = split_commas(v)
                 if len(parts) > 1:
-                    self.headers[i] = (k, ", ".join(parts[1:]))
+                    items[i] = (k, ", ".join(parts[1:]))
                 elif parts:
-                    del self.headers[i]
+                    del items[i]
                 else:
                     continue  # an empty Via line: the first via-parm is further on
                 return
 
     def replace_top_via(self, via: Via) -> None:
-        """Write `via` over the first Via value (e.g. stamped with received/rport)."""
-        for i, (name, value) in enumerate(self.headers):
+        """Write `via` over the first Via value (e.g. stamped with received/rport); the
+        views are updated rather than dropped (this runs on every request received)."""
+        items = self._headers._items
+        for i, (name, value) in enumerate(items):
             if name == "Via":
                 parts = split_commas(value)
                 if not parts:
                     continue  # an empty Via line holds no via-parm: the top one is further on
                 parts[0] = str(via)
-                self.headers[i] = (name, ", ".join(parts))
+                items[i] = (name, ", ".join(parts))
                 break
         else:
             return
@@ -343,16 +441,11 @@ class SipMessage:
             views["vias"] = (via, *vias[1:])
         views["top_via"] = via
 
-    def forget_views(self) -> None:
-        """Drop the parsed views: after editing `headers` in place, or to free their memory
-        when a message is kept but no longer read (they are parsed again on demand)."""
-        self._views = None
-
     def _cached(self) -> dict[str, Any]:
-        views = self._views
-        if views is None or self._views_of is not self.headers:
-            views = self._views = {}
-            self._views_of = self.headers
+        headers = self._headers
+        views = headers.views
+        if views is None:
+            views = headers.views = {}
         return views
 
     # -- typed views ----------------------------------------------------------
@@ -375,7 +468,7 @@ class SipMessage:
                     raise SipSyntaxError("no Via")
                 via = vias[0]
             else:
-                values = self.get_all("Via")
+                values = self._headers.get_all("Via")
                 if not values:
                     raise SipSyntaxError("no Via")
                 via = parse_via(values[0])
@@ -430,16 +523,16 @@ class SipMessage:
         views = self._cached()
         values: tuple[NameAddr, ...] | None = views.get(name)
         if values is None:
-            values = views[name] = tuple([parse_name_addr(v) for v in self.get_all(name)])
+            values = views[name] = tuple([parse_name_addr(v) for v in self._headers.get_all(name)])
         return list(values)
 
     @property
     def content_type(self) -> str | None:
-        value = self.get("Content-Type")
+        value = self._headers.get("Content-Type")
         return value.strip() if value is not None else None
 
     def _required(self, name: str) -> str:
-        value = self.get(name)
+        value = self._headers.get(name)
         if value is None:
             raise SipSyntaxError(f"missing {name}")
         return value
@@ -450,7 +543,7 @@ class SipMessage:
 
     def to_bytes(self) -> bytes:
         """Serialize; Content-Length is always written last, from the actual body."""
-        headers = self.headers
+        headers = self._headers._items
         lines = [f"{k}: {v}" for k, v in headers if k != "Content-Length"]
         head = "\r\n".join(lines)
         # One CR and one LF between lines and none inside them, or a header (maybe a
@@ -470,11 +563,22 @@ class SipMessage:
         return self.to_bytes()
 
 
-@dataclass(eq=False)
 class Request(SipMessage):
-    method: str = "OPTIONS"
-    uri: SipUri = field(default_factory=lambda: SipUri(scheme="sip", host="invalid"))
-    version: str = "SIP/2.0"
+    __slots__ = ("method", "uri", "version")
+
+    def __init__(
+        self,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        method: str = "OPTIONS",
+        uri: SipUri | None = None,
+        version: str = "SIP/2.0",
+    ) -> None:
+        self._headers = headers if type(headers) is Headers else _headers(headers)
+        self.body = body
+        self.method = method
+        self.uri = uri if uri is not None else SipUri(scheme="sip", host="invalid")
+        self.version = version
 
     def start_line(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
@@ -483,11 +587,22 @@ class Request(SipMessage):
         return f"<Request {self.method} {self.uri}>"
 
 
-@dataclass(eq=False)
 class Response(SipMessage):
-    status: int = 200
-    reason: str = "OK"
-    version: str = "SIP/2.0"
+    __slots__ = ("reason", "status", "version")
+
+    def __init__(
+        self,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        status: int = 200,
+        reason: str = "OK",
+        version: str = "SIP/2.0",
+    ) -> None:
+        self._headers = headers if type(headers) is Headers else _headers(headers)
+        self.body = body
+        self.status = status
+        self.reason = reason
+        self.version = version
 
     def start_line(self) -> str:
         return f"{self.version} {self.status} {self.reason}"
@@ -652,7 +767,7 @@ def parse_head(head: bytes, limits: Limits = Limits()) -> Request | Response:
         error = error or SipParseError(400, "Too Many Headers")
         folded = folded[: limits.max_headers]
     max_length = limits.max_header_length
-    append = msg.headers.append
+    append = msg._headers._items.append  # a new message: no views to drop yet
     names = _NAME_CACHE
     for line in folded:
         if len(line) > max_length:
@@ -705,7 +820,7 @@ def _validate(msg: Request | Response) -> None:
         first: dict[str, str] = {}  # first value of each header
         repeated: set[str] = set()
         via_values: list[str] = []
-        for k, v in msg.headers:
+        for k, v in msg._headers._items:
             if k in first:
                 repeated.add(k)
             else:

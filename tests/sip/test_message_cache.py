@@ -11,6 +11,7 @@ import pytest
 
 from gw.sip import uri as uri_mod
 from gw.sip.message import (
+    Headers,
     Request,
     SipParseError,
     canonical_name,
@@ -110,16 +111,45 @@ def test_replacing_the_header_list_drops_the_views() -> None:
     msg = parsed()
     assert msg.from_.tag == "a1"
     msg.headers = [(k, v.replace("tag=a1", "tag=z9")) for k, v in msg.headers]
+    assert isinstance(msg.headers, Headers)
     assert msg.from_.tag == "z9"
 
 
-def test_in_place_edits_need_forget_views() -> None:
+def test_the_header_list_can_only_change_through_methods_that_drop_the_views() -> None:
+    """No call to remember after an edit: Headers has no in-place list operations."""
     msg = parsed()
     assert msg.call_id == "c1@192.0.2.1"
-    i = next(i for i, (k, _) in enumerate(msg.headers) if k == "Call-ID")
-    msg.headers[i] = ("Call-ID", "edited")
-    msg.forget_views()
+    headers = msg.headers
+    for operation in ("append", "insert", "extend", "pop", "clear", "sort", "__setitem__"):
+        assert not hasattr(headers, operation), operation
+    with pytest.raises(TypeError):
+        headers[0] = ("Call-ID", "edited")  # type: ignore[index]
+    headers.set("Call-ID", "edited")  # the type's own method, as msg.set
     assert msg.call_id == "edited"
+    headers.add("Route", "<sip:p.example.com;lr>")
+    assert [r.uri.host for r in msg.routes] == ["p.example.com"]
+    headers.remove("Route")
+    assert msg.routes == []
+
+
+def test_messages_sharing_headers_share_their_views() -> None:
+    """The views are a function of the header fields, so they live with them."""
+    msg = parsed()
+    twin = Request(headers=msg.headers, method=msg.method, uri=msg.uri)
+    assert twin.from_ is msg.from_
+    twin.set("From", "<sip:carol@example.com>;tag=c3")
+    assert msg.from_.tag == "c3"
+
+
+def test_headers_read_as_a_list_of_pairs() -> None:
+    msg = parsed()
+    headers = msg.headers
+    assert headers == list(headers)
+    assert headers[0][0] == "Via" and headers[-1][0] == "Content-Length"
+    assert headers[:2] == [("Via", v) for v in msg.get_all("Via")]
+    assert ("CSeq", "7 MESSAGE") in headers and len(headers) == 9
+    assert headers.get("i") == msg.call_id and headers.get_all("v") == msg.get_all("Via")
+    assert Headers(headers) == headers and Headers(headers) is not headers
 
 
 def test_replace_top_via_keeps_the_other_vias() -> None:
