@@ -32,6 +32,7 @@ from gw.cluster.rpc import Rpc
 from gw.config import Config, parse_msrp_listen
 from gw.gateway.engine import Gateway, GatewaySettings
 from gw.gateway.policy import Policy, load_hook, split_types
+from gw.gateway.session import retry_after_header
 from gw.mgmt.http import MgmtServer
 from gw.mgmt.mi import MiError, MiParams, param_str
 from gw.msrp.endpoint import MsrpEndpoint
@@ -365,7 +366,7 @@ class Node:
         """The SIP request handler: synchronous where the gateway needs no await (a MESSAGE
         on an established session), so that the endpoint starts no task for it."""
         if self.gateway is None:
-            incoming.respond(503, headers=[("Retry-After", str(self.cfg.gateway.retry_after))])
+            incoming.respond(503, headers=[retry_after_header(self.cfg.gateway.retry_after)])
             return None
         return self.gateway.handle(incoming)
 

@@ -425,7 +425,7 @@ class SessionSide(Lifecycle):
                     session, media, local_uri=self.msrp.new_local_uri(), role=role, types=types
                 )
             except MsrpSessionError:  # relay configured but down
-                incoming.respond(503, headers=[("Retry-After", str(self.settings.retry_after))])
+                self._unavailable(incoming, "msrp relay down")
                 return
             session.msrp = new
             # Closed after the swap: its SessionClosed must not end the session (_msrp_event).

@@ -19,7 +19,7 @@ from gw.gateway.legs import MsrpLegs
 from gw.gateway.loops import Hops, Onward, onward
 from gw.gateway.mapping import msrp_to_sip
 from gw.gateway.policy import Policy
-from gw.gateway.session import GwSession, Outcome, Pending
+from gw.gateway.session import GwSession, Outcome, Pending, retry_after_header
 from gw.gateway.stats import Direction, GatewayStats
 from gw.msrp.endpoint import MsrpEndpoint
 from gw.msrp.events import MessageDelivered, MessageFailed, SessionEvent
@@ -229,7 +229,7 @@ class GatewayBase:
             503,
             "Service Unavailable",
             why,
-            [("Retry-After", str(self.settings.retry_after))],
+            [retry_after_header(self.settings.retry_after)],
         )
 
     def _answer(self, incoming: IncomingRequest, outcome: Outcome) -> None:

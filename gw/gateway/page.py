@@ -26,7 +26,14 @@ from gw.gateway.answer import SessionSide
 from gw.gateway.base import TOUCH_INTERVAL, log
 from gw.gateway.loops import hops_of
 from gw.gateway.policy import Decision
-from gw.gateway.session import GwSession, Outcome, Pending, mirror_into
+from gw.gateway.session import (
+    GwSession,
+    Outcome,
+    Pending,
+    busy,
+    mirror_into,
+    retry_after_header,
+)
 from gw.gateway.state import SessionState
 from gw.msrp.endpoint import MsrpSessionError
 from gw.sip.endpoint import IncomingRequest
@@ -111,7 +118,7 @@ class PageSide(SessionSide):
         if self.on_latency is not None:
             self.on_latency("page_to_msrp", time.perf_counter() - started)
         if outcome.status == 503 and not any(h == "Retry-After" for h, _ in outcome.headers):
-            outcome.headers.append(("Retry-After", str(self.settings.retry_after)))
+            outcome.headers.append(retry_after_header(self.settings.retry_after))
         self._answer(incoming, outcome)
 
     def _ready_session(self, key: str) -> GwSession | None:
@@ -135,9 +142,7 @@ class PageSide(SessionSide):
         except (RedisError, OSError) as exc:
             log.warning("store unavailable: %s", exc, extra={"key": page.key})
             self.stats.store_errors += 1
-            return Outcome(
-                503, "Service Unavailable", [("Retry-After", str(self.settings.retry_after))]
-            )
+            return busy("Service Unavailable", self.settings.retry_after)
 
     async def _route_page(self, page: PageMessage) -> Outcome:
         key = page.key
@@ -211,7 +216,7 @@ class PageSide(SessionSide):
                 {"key": key, "from_node": rec.owner, "to_node": me, "reason": "owner dead"},
             )
             return session
-        return Outcome(503, "Session Owner Unreachable", [("Retry-After", "1")])
+        return busy("Session Owner Unreachable", 1)
 
     def _refuse_setup(self, key: str) -> Outcome | None:
         """Overload: with `max_pending_setups` set-ups in progress, a new one gets a fast 503
@@ -228,9 +233,7 @@ class PageSide(SessionSide):
                 self.stats.setups_refused,
                 extra={"key": key},
             )
-        return Outcome(
-            503, "Too Many Session Setups", [("Retry-After", str(self.settings.retry_after))]
-        )
+        return busy("Too Many Session Setups", self.settings.retry_after)
 
     async def _deliver_local(self, session: GwSession, page: PageMessage) -> Outcome:
         result = self._submit(session, page.body, page.content_type, page.call_id)
@@ -260,7 +263,7 @@ class PageSide(SessionSide):
             s.max_queued_bytes
         ):
             self.stats.queue_full += 1
-            return Outcome(503, "Queue Full", [("Retry-After", str(s.retry_after))])
+            return busy("Queue Full", s.retry_after)
         loop = asyncio.get_running_loop()
         pending = Pending(body, content_type, loop.create_future(), call_id)
         session.enqueue(pending)
@@ -530,6 +533,10 @@ class PageSide(SessionSide):
         self.stats.setup_failed[status] += 1
         log.info("session setup failed: %d %s", status, reason, extra={"key": session.key})
         rec = session.record
+        self._fail_queue(session, Outcome(status, reason))  # answered first: no wait for Redis
+        # The record goes before the event does: whoever reacts to it finds the key free.
+        with contextlib.suppress(RedisError, OSError):
+            await self.store.delete(session.key, owner=self.settings.node_id)
         await self._publish(
             ev.SETUP_FAILED,
             {
@@ -541,8 +548,6 @@ class PageSide(SessionSide):
                 "reason": sip_reason,
             },
         )
-        outcome = Outcome(status, reason)
-        self._fail_queue(session, outcome)
         await self._forget(session, "setup failed")
         if self.settings.failure_notice:
             self._spawn(self._failure_notice(rec, status, reason))

@@ -26,6 +26,15 @@ class Outcome:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+def busy(reason: str, retry_after: int) -> Outcome:
+    """A 503 with Retry-After (RFC 3261 §21.5.4): the one way a busy answer is built."""
+    return Outcome(503, reason, [retry_after_header(retry_after)])
+
+
+def retry_after_header(seconds: int) -> tuple[str, str]:
+    return ("Retry-After", str(seconds))
+
+
 @dataclass(slots=True)
 class Pending:
     """A page-mode message waiting for (or in) delivery on the MSRP side.

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from gw.mime import mime_matches
 from gw.msrp.chunks import ByteRange, Reassembler
 from gw.msrp.events import (
     IncomingAborted,
@@ -35,7 +36,7 @@ from gw.msrp.outgoing import FAILURE_REPORT_VALUES, OutgoingMessage
 from gw.msrp.report import make_report, parse_status
 from gw.msrp.uri import MsrpUri, format_path, new_transaction_id, parse_msrp_uri, parse_path
 
-__all__ = ["MsrpSession", "media_type_accepted", "to_path"]
+__all__ = ["MsrpSession", "to_path"]
 
 _TXN, _REPORT, _EXPIRE = range(3)
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly")
@@ -69,17 +70,6 @@ def to_path(value: str | MsrpUri | Iterable[str | MsrpUri]) -> tuple[MsrpUri, ..
     if isinstance(value, str):
         return parse_path(value)
     return tuple(u if isinstance(u, MsrpUri) else parse_msrp_uri(u) for u in value)
-
-
-def media_type_accepted(content_type: str, accepted: Iterable[str]) -> bool:
-    """a=accept-types matching: exact type/subtype, `type/*` or `*` (§8.6)."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    major = media.split("/", 1)[0]
-    for pattern in accepted:
-        p = pattern.strip().lower()
-        if p in ("*", media) or p == f"{major}/*":
-            return True
-    return False
 
 
 class MsrpSession:
@@ -231,7 +221,7 @@ class MsrpSession:
             self._fail(msg, 403, "session is receive-only")
         elif self.peer_max_size is not None and msg.size > self.peer_max_size:
             self._fail(msg, 413, f"message exceeds the peer's max-size {self.peer_max_size}")
-        elif self.peer_accept_types is not None and not media_type_accepted(
+        elif self.peer_accept_types is not None and not mime_matches(
             content_type, self.peer_accept_types
         ):
             self._fail(msg, 415, "content type not in the peer's accept-types")
@@ -480,7 +470,7 @@ class MsrpSession:
             return rejected[mid]
         if len(body) > self.max_chunk_size:
             return self._reject(mid, 413, "chunk too large")
-        if ct is not None and not media_type_accepted(ct, self.accept_types):
+        if ct is not None and not mime_matches(ct, self.accept_types):
             return self._reject(mid, 415, f"{ct} not in accept-types")
         if ct is None and body and start == 1:
             return self._reject(mid, 400, "missing Content-Type")

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gw.mime import covers, mime_matches, parse_mime
+
 __all__ = [
     "Attribute",
     "Connection",
@@ -322,42 +324,19 @@ def find_msrp_media(sdp: SessionDescription) -> MsrpMedia | None:
 # --- MIME types ------------------------------------------------------------------------
 
 
-def _mime(text: str) -> str | None:
-    """Lower-cased ``type/subtype`` without parameters; ``*`` for any; None if malformed."""
-    base = text.split(";", 1)[0].strip().lower()
-    if base in ("*", "*/*"):
-        return "*"
-    typ, slash, sub = base.partition("/")
-    if not (slash and typ and sub) or typ == "*" or "/" in sub or " " in base:
-        return None
-    return base
-
-
-def _covers(pattern: str, mime: str) -> bool:
-    return pattern in ("*", mime) or (pattern.endswith("/*") and mime.startswith(pattern[:-1]))
-
-
-def mime_matches(content_type: str, patterns: Sequence[str]) -> bool:
-    """True if an accept-types list (``*``, ``type/*``, exact) admits ``content_type``."""
-    mime = _mime(content_type)
-    return mime is not None and any(
-        p is not None and _covers(p, mime) for p in map(_mime, patterns)
-    )
-
-
 def negotiate_types(offered: Sequence[str], ours: Sequence[str]) -> list[str]:
     """Types for our answer: each pairwise intersection (the narrower side), ours' order."""
     result: list[str] = []
     seen: set[str] = set()
     for mine in ours:
-        if (a := _mime(mine)) is None:
+        if (a := parse_mime(mine)) is None:
             continue
         for theirs in offered:
-            if (b := _mime(theirs)) is None:
+            if (b := parse_mime(theirs)) is None:
                 continue
-            if _covers(b, a):
+            if covers(b, a):
                 pick, key = mine, a
-            elif _covers(a, b):
+            elif covers(a, b):
                 pick, key = theirs, b
             else:
                 continue

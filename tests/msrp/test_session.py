@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import pytest
 
+from gw.mime import mime_matches as media_type_accepted
 from gw.msrp.events import (
     IncomingAborted,
     IncomingExpired,
@@ -22,7 +23,7 @@ from gw.msrp.events import (
 )
 from gw.msrp.frame import Frame, make_response
 from gw.msrp.report import format_status, parse_status
-from gw.msrp.session import MsrpSession, media_type_accepted, to_path
+from gw.msrp.session import MsrpSession, to_path
 from gw.msrp.uri import parse_msrp_uri
 
 A = parse_msrp_uri("msrp://a.example:2855/sessA;tcp")
