@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 from tenacity import (
@@ -30,6 +30,7 @@ from gw.cluster.messages import serving
 from gw.cluster.registry import NodeRegistry
 from gw.cluster.rpc import Rpc
 from gw.config import Config, parse_msrp_listen
+from gw.gateway.base import ReplyMode, SetupMode
 from gw.gateway.engine import Gateway, GatewaySettings
 from gw.gateway.policy import Policy, load_hook, split_types
 from gw.gateway.session import retry_after_header
@@ -410,7 +411,7 @@ class Node:
                 deployment=self.deployment,
                 content_types=split_types(g.content_types),
                 accept_wrapped_types=split_types(g.accept_wrapped_types),
-                reply_mode=g.reply_mode,
+                reply_mode=cast(ReplyMode, g.reply_mode),  # checked by Config.validate
                 delivery_timeout=g.delivery_timeout,
                 setup_timeout=g.setup_timeout,
                 require_success_report=g.require_success_report,
@@ -420,7 +421,7 @@ class Node:
                 max_queued_bytes=g.max_queued_bytes,
                 max_page_message_size=g.max_page_message_size,
                 retry_after=g.retry_after,
-                msrp_setup=g.msrp_setup,
+                msrp_setup=cast(SetupMode, g.msrp_setup),
                 failure_notice=g.failure_notice,
                 chunk_size=cfg.msrp.chunk_size,
                 msrp_transaction_timeout=cfg.msrp.transaction_timeout,

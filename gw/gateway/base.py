@@ -9,7 +9,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from redis.exceptions import RedisError
 
@@ -49,13 +49,17 @@ class Coordinates(NamedTuple):
     to: NameAddr
 
 
+ReplyMode = Literal["confirm", "accept"]  # 2xx after delivery, or 202 at once
+SetupMode = Literal["actpass", "active", "passive", "none"]  # our offer's a=setup
+
+
 @dataclass
 class GatewaySettings:
     node_id: str
     content_types: list[str]
     deployment: str = ""  # loop detection identity (gw.gateway.loops); "": node_id
     accept_wrapped_types: list[str] = field(default_factory=list)
-    reply_mode: str = "confirm"
+    reply_mode: ReplyMode = "confirm"
     delivery_timeout: float = 10.0
     setup_timeout: float = 8.0
     require_success_report: bool = False
@@ -65,7 +69,7 @@ class GatewaySettings:
     max_queued_bytes: int = 1 << 20
     max_page_message_size: int = 65536
     retry_after: int = 5
-    msrp_setup: str = "active"
+    msrp_setup: SetupMode = "active"
     failure_notice: str = ""
     chunk_size: int = 2048
     msrp_transaction_timeout: float = 30.0

@@ -14,7 +14,7 @@ from gw.msrp.events import MessageReceived, SessionEvent
 from gw.sip.dialog import Dialog
 from gw.sip.message import Request
 from gw.sip.uri import parse_name_addr
-from gw.store.records import SessionRecord
+from gw.store.records import Origin, SessionRecord
 
 
 @dataclass(slots=True)
@@ -79,7 +79,7 @@ class GwSession:
     (no closure per session)."""
 
     key: str
-    origin: str
+    origin: Origin
     record: SessionRecord
     state: SessionState = SessionState.INVITING
     dialog: Dialog | None = None
