@@ -117,7 +117,7 @@ class Rpc:
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
                 if sub is not None:
                     with contextlib.suppress(Exception):
                         await release_pubsub_client(self.redis, sub)
