@@ -1,10 +1,13 @@
-"""The asyncio SIP endpoint: transports + transaction layer + dialogs, one object.
+"""The asyncio SIP endpoint: transports + transaction layer + dialog layer, one object.
 
-It runs the sans-I/O transaction core on the event loop (one timer task driven
-by the core's next deadline) and offers the transaction user an awaitable
-`request()` plus a callback for incoming requests. Dialog usage follows RFC 3261
-§12-§15: 481 for unknown dialogs, 2xx retransmission until ACK (§13.3.1.4),
-ACK for 2xx and its retransmissions (§13.2.2.4).
+A thin adapter: the protocol rules live in the sans-I/O cores, `TransactionLayer`
+(transaction.py: §17 machines, matching, retransmissions, CANCEL) and `DialogLayer`
+(dialogs.py: 481 for unknown dialogs, 2xx retransmission until ACK, ACK for 2xx and
+its retransmissions). This module feeds them what the transports receive and the time,
+carries out the `Send`s they return, runs one loop timer at their next deadline, and
+offers the transaction user an awaitable `request()` plus a callback for incoming
+requests. What is left here is addressing: next hops, the outbound proxy, Vias, and
+the move of a large request from UDP to TCP (§18.1.1).
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import itertools
 import logging
 import secrets
 import ssl
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from gw.sip.dialog import Dialog, DialogError, DialogId, new_tag
+from gw.sip.dialogs import AckMissing, DialogEvent, DialogLayer, Refusal
 from gw.sip.message import Limits, Request, Response, SipParseError, reason_phrase
 from gw.sip.transaction import (
     AckReceived,
@@ -39,6 +42,7 @@ from gw.sip.transaction import (
     TxKey,
     build_response,
     new_branch,
+    response_address,
 )
 from gw.sip.transport import ListenSpec, SipTransportError, TransportLayer
 from gw.sip.uri import NameAddr, SipSyntaxError, SipUri, Via, parse_uri
@@ -119,16 +123,6 @@ RequestHandler = Callable[[IncomingRequest], Awaitable[None] | None]
 
 
 @dataclass
-class _Pending2xx:
-    """A 2xx to an INVITE we retransmit until its ACK arrives (§13.3.1.4)."""
-
-    response: Response
-    dest: Address
-    task: asyncio.Task[None] | None = None
-    acked: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass
 class EndpointStats:
     requests_in: dict[str, int] = field(default_factory=dict)
     responses_out: dict[int, int] = field(default_factory=dict)
@@ -151,14 +145,11 @@ class SipEndpoint:
             tls_client=config.tls_client,
             udp_buffer=config.udp_buffer,
         )
+        self.dialog_layer = DialogLayer(config.timers)
         self.stats = EndpointStats()
-        self.dialogs: dict[DialogId, Dialog] = {}
         self._waiters: dict[TxKey, asyncio.Future[Response]] = {}
         self._provisional: dict[TxKey, Callable[[Response], None]] = {}
         self._incoming: dict[TxKey, IncomingRequest] = {}
-        self._pending_2xx: dict[tuple[str, int], _Pending2xx] = {}
-        # (call-id, to-tag, cseq) -> ACK, oldest first, bounded: resent on 2xx retransmissions.
-        self._acks: OrderedDict[tuple[str, str, int], Request] = OrderedDict()
         # The handle and its deadline: uvloop's call_at returns a plain Handle (no `when()`)
         # for a deadline already past, so the deadline is kept beside it.
         self._timer: asyncio.Handle | None = None
@@ -168,6 +159,11 @@ class SipEndpoint:
         self._closed = False
         self._call_ids = itertools.count(1)
         self._call_prefix = secrets.token_hex(6)
+
+    @property
+    def dialogs(self) -> dict[DialogId, Dialog]:
+        """The endpoint's dialogs by id (kept by the dialog layer)."""
+        return self.dialog_layer.dialogs
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, listens: Iterable[ListenSpec]) -> list[Address]:
@@ -182,9 +178,6 @@ class SipEndpoint:
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
-        for pending in self._pending_2xx.values():
-            if pending.task is not None:
-                pending.task.cancel()
         await self.transports.close()
         for fut in self._waiters.values():
             if not fut.done():
@@ -279,7 +272,7 @@ class SipEndpoint:
         ):
             proxy = parse_uri(self.config.outbound_proxy)
             if request.get("Route") is None or str(proxy) not in (request.get("Route") or ""):
-                request.add("Route", f"<{proxy}>", first=_first_header_index(request, "Route"))
+                request.add("Route", f"<{proxy}>", first=True)
         routes = request.routes
         return routes[0].uri if routes else request.uri
 
@@ -434,31 +427,26 @@ class SipEndpoint:
         if not 200 <= response.status < 300:
             return response, None
         try:
-            dialog = Dialog.from_uac(request, response)
-        except (DialogError, SipSyntaxError) as exc:
-            log.warning("2xx to INVITE unusable (%s): acking and hanging up", exc)
+            dialog, ack = self.dialog_layer.receive_2xx(request, response)
+        except DialogError as exc:
+            log.warning("2xx to INVITE unusable (%s): no dialog kept", exc)
             return self._synthetic(request, 502, "Bad 2xx Response"), None
-        self.dialogs[dialog.id] = dialog
-        await self._send_ack(dialog, response)
+        await self._send_ack(ack)
         return response, dialog
 
-    async def _send_ack(self, dialog: Dialog, response: Response) -> None:
-        ack = dialog.create_request("ACK")
-        if self.config.outbound_proxy and not dialog.route_set:
-            pass
+    async def _send_ack(self, ack: Request) -> None:
+        """Route the ACK for a 2xx (the dialog layer keeps it to answer retransmissions)."""
         try:
             dest = await self._route(ack)
             self._add_via(ack, dest)
-            self._acks[(dialog.call_id, dialog.remote_tag, dialog.invite_seq)] = ack
-            while len(self._acks) > 4096:
-                self._acks.popitem(last=False)
-            await self.transports.send(ack, dest)
         except (SipTransportError, SipSyntaxError) as exc:
             log.warning("cannot send ACK: %s", exc)
+            return
+        self._dispatch(self.dialog_layer.send_ack(ack, dest))
 
     async def bye(self, dialog: Dialog) -> Response:
         """End a dialog. It is forgotten whatever the answer (§15.1.1)."""
-        self.dialogs.pop(dialog.id, None)
+        self.dialog_layer.end(dialog)
         req = dialog.create_request("BYE")
         return await self.request(req)
 
@@ -468,30 +456,20 @@ class SipEndpoint:
         req = dialog.create_request(method, body=body, content_type=content_type)
         response = await self.request(req)
         if method == "INVITE" and 200 <= response.status < 300:
-            dialog.refresh_from_response(response)
-            await self._send_ack_for(dialog, req, response)
+            _, ack = self.dialog_layer.receive_2xx(req, response, dialog)
+            await self._send_ack(ack)
         return response
 
-    async def _send_ack_for(self, dialog: Dialog, invite: Request, response: Response) -> None:
-        dialog.invite_seq = invite.cseq[0]
-        await self._send_ack(dialog, response)
-
     async def cancel(self, invite: Request) -> Response:
-        """CANCEL a pending INVITE we sent (§9.1): same Via branch, Request-URI, Route."""
-        cancel = Request(method="CANCEL", uri=invite.uri)
-        via_values = invite.get_all("Via")
-        cancel.add("Via", via_values[0])
-        for name in ("Route",):
-            for value in invite.get_all(name):
-                cancel.add(name, value)
-        cancel.add("Max-Forwards", "70")
-        for name in ("From", "To", "Call-ID"):
-            cancel.add(name, invite.get(name) or "")
-        cancel.add("CSeq", f"{invite.cseq[0]} CANCEL")
-        routes = cancel.routes
-        dest = await self.resolve(routes[0].uri if routes else invite.uri)
-        dest = Address(invite.top_via.transport, dest.host, dest.port)
-        key, events = self.layer.send_request(cancel, dest, self.now())
+        """CANCEL a pending INVITE we sent (§9.1), where the INVITE went."""
+        started = self.layer.cancel(invite, self.now())
+        if started is None:  # no INVITE transaction: route it as the INVITE was
+            routes = invite.routes
+            hop = await self.resolve(routes[0].uri if routes else invite.uri)
+            dest = Address(invite.top_via.transport, hop.host, hop.port)
+            started = self.layer.cancel(invite, self.now(), dest)
+            assert started is not None
+        key, events = started
         fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._waiters[key] = fut
         self._dispatch(events)
@@ -508,15 +486,11 @@ class SipEndpoint:
         )
         req = incoming.request
         if req.method == "INVITE" and 200 <= response.status < 300:
-            try:
-                dialog = incoming.dialog or Dialog.from_uas(req, incoming.to_tag or new_tag())
-            except (DialogError, SipSyntaxError) as exc:
-                log.warning("cannot create dialog: %s", exc)
-                dialog = None
-            if dialog is not None and incoming.request.to.tag is None:
-                incoming.dialog = dialog
-                self.dialogs[dialog.id] = dialog
-            self._start_2xx_retransmit(incoming, response)
+            dest = response_address(req.top_via, incoming.source)
+            dialog = self.dialog_layer.send_2xx(req, response, dest, self.now(), incoming.dialog)
+            if dialog is None:
+                log.warning("2xx to INVITE %s creates no dialog (From tag, Contact)", req.call_id)
+            incoming.dialog = dialog
         if incoming.key is None:  # stateless answer
             self._spawn(self._send_quietly(response, incoming.source))
             return
@@ -526,42 +500,6 @@ class SipEndpoint:
             self._incoming.pop(incoming.key, None)
         self._dispatch(events)
         self._arm()
-
-    def _start_2xx_retransmit(self, incoming: IncomingRequest, response: Response) -> None:
-        key = (incoming.request.call_id, incoming.request.cseq[0])
-        pending = _Pending2xx(response, self._response_dest(incoming))
-        self._pending_2xx[key] = pending
-        pending.task = asyncio.create_task(self._retransmit_2xx(key, pending, incoming))
-
-    def _response_dest(self, incoming: IncomingRequest) -> Address:
-        from gw.sip.transaction import response_address
-
-        return response_address(incoming.request.top_via, incoming.source)
-
-    async def _retransmit_2xx(
-        self, key: tuple[str, int], pending: _Pending2xx, incoming: IncomingRequest
-    ) -> None:
-        timers = self.config.timers
-        interval = timers.t1
-        deadline = self.now() + 64 * timers.t1
-        try:
-            while self.now() < deadline:
-                wait = min(interval, max(0.0, deadline - self.now()))
-                try:
-                    await asyncio.wait_for(pending.acked.wait(), wait)
-                    return
-                except TimeoutError:
-                    pass
-                if pending.dest.transport == "UDP":
-                    await self._send_quietly(pending.response, pending.dest)
-                interval = min(interval * 2, timers.t2)
-            # No ACK: the dialog is confirmed then torn down (§13.3.1.4).
-            log.warning("no ACK for 2xx to INVITE %s; sending BYE", key[0])
-            dialog = incoming.dialog
-            if dialog is not None and dialog.id in self.dialogs:
-                await self.bye(dialog)
-        finally:
-            self._pending_2xx.pop(key, None)
 
     async def _send_quietly(self, message: Request | Response, dest: Address) -> None:
         try:
@@ -602,11 +540,9 @@ class SipEndpoint:
         self._spawn(self._send_quietly(response, dest))
 
     def _stateless_dest(self, request: Request, source: Address) -> Address:
-        from gw.sip.transaction import response_address
-
         return response_address(request.top_via, source)
 
-    def _dispatch(self, events: list[Event]) -> None:
+    def _dispatch(self, events: list[Event] | list[DialogEvent]) -> None:
         for event in events:
             if isinstance(event, Send):
                 try:
@@ -619,9 +555,13 @@ class SipEndpoint:
             elif isinstance(event, RequestReceived):
                 self._on_request(event)
             elif isinstance(event, StrayResponse):
-                self._on_stray(event.response)
+                self._dispatch(self.dialog_layer.receive_stray(event.response))
             elif isinstance(event, AckReceived):
                 self._on_ack(event.request)
+            elif isinstance(event, AckMissing):
+                log.warning("no ACK for 2xx to INVITE %s; sending BYE", event.call_id)
+                if event.dialog is not None:
+                    self._spawn(self._hang_up(event.dialog))
             elif isinstance(event, TimedOut):
                 self.stats.timeouts += 1
                 self._resolve(event.key, self._synthetic(event.request, 408, "Request Timeout"))
@@ -642,8 +582,11 @@ class SipEndpoint:
     def _send_failed(self, event: Send, exc: SipTransportError) -> None:
         self.stats.transport_errors += 1
         log.info("send to %s failed: %s", event.dest, exc)
-        if isinstance(event.message, Request):
+        if event.key is not None and isinstance(event.message, Request):
             self._dispatch(self.layer.transport_error(event.dest, self.now()))
+
+    async def _hang_up(self, dialog: Dialog) -> None:
+        await self.bye(dialog)
 
     def _on_response(self, key: TxKey, response: Response) -> None:
         if response.status < 200:
@@ -661,38 +604,8 @@ class SipEndpoint:
         if fut is not None and not fut.done():
             fut.set_result(response)
 
-    def _on_stray(self, response: Response) -> None:
-        """A retransmitted 2xx to our INVITE: resend the ACK (§13.2.2.4)."""
-        try:
-            seq, method = response.cseq
-            tag = response.to.tag
-        except SipSyntaxError:
-            return
-        if method != "INVITE" or not 200 <= response.status < 300 or tag is None:
-            return
-        ack = self._acks.get((response.call_id, tag, seq))
-        if ack is None:
-            return
-        self._spawn(self._resend_ack(ack))
-
-    async def _resend_ack(self, ack: Request) -> None:
-        try:
-            dest = await self._route_existing(ack)
-            await self.transports.send(ack, dest)
-        except (SipTransportError, SipSyntaxError) as exc:
-            log.info("ACK resend failed: %s", exc)
-
-    async def _route_existing(self, request: Request) -> Address:
-        routes = request.routes
-        target = routes[0].uri if routes else request.uri
-        dest = await self.resolve(target)
-        return Address(request.top_via.transport, dest.host, dest.port)
-
     def _on_ack(self, ack: Request) -> None:
-        key = (ack.call_id, ack.cseq[0])
-        pending = self._pending_2xx.get(key)
-        if pending is not None:
-            pending.acked.set()
+        self.dialog_layer.receive_ack(ack)
         self._call_handler(IncomingRequest(self, None, ack, Address("UDP", "", 0)), ack_only=True)
 
     def _on_request(self, event: RequestReceived) -> None:
@@ -702,20 +615,11 @@ class SipEndpoint:
         if request.method == "CANCEL":
             self._on_cancel(incoming, event)
             return
-        to_tag = request.to.tag
-        if to_tag is not None:
-            dialog = self.dialogs.get(DialogId(request.call_id, to_tag, request.from_.tag or ""))
-            if dialog is None:
-                incoming.respond(481, "Call/Transaction Does Not Exist")
-                return
-            try:
-                dialog.receive_request(request)
-            except DialogError as exc:
-                incoming.respond(exc.code, exc.reason)
-                return
-            incoming.dialog = dialog
-            if request.method == "BYE":
-                self.dialogs.pop(dialog.id, None)
+        found = self.dialog_layer.receive_request(request)
+        if isinstance(found, Refusal):
+            incoming.respond(found.status, found.reason)  # the TU never sees it
+            return
+        incoming.dialog = found
         self._call_handler(incoming)
 
     def _on_cancel(self, incoming: IncomingRequest, event: RequestReceived) -> None:
@@ -762,6 +666,9 @@ class SipEndpoint:
         if self._closed or self._loop is None:
             return
         deadline = self.layer.next_deadline()
+        other = self.dialog_layer.next_deadline()
+        if other is not None and (deadline is None or other < deadline):
+            deadline = other
         if deadline is None:
             if self._timer is not None:
                 self._timer.cancel()
@@ -776,7 +683,9 @@ class SipEndpoint:
 
     def _fire(self) -> None:
         self._timer = None
-        self._dispatch(self.layer.on_timer(self.now()))
+        now = self.now()
+        self._dispatch(self.layer.on_timer(now))
+        self._dispatch(self.dialog_layer.on_timer(now))
         self._arm()
 
 
@@ -804,7 +713,3 @@ def _as_name_addr(value: NameAddr | str) -> NameAddr:
     from gw.sip.uri import parse_name_addr
 
     return parse_name_addr(value)
-
-
-def _first_header_index(request: Request, name: str) -> bool:
-    return True

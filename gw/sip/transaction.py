@@ -324,6 +324,20 @@ class TransactionLayer:
                 self._queue.arm(invite, "cancelled", now + self.timers.b)
         return key, [Send(request, dest, key)]
 
+    def cancel(
+        self, invite: Request, now: float, dest: Address | None = None
+    ) -> tuple[TxKey, list[Event]] | None:
+        """§9.1: start a CANCEL client transaction for our `invite`, built by
+        `build_cancel` (its Request-URI, top Via, Route set, From, To, Call-ID and CSeq
+        number) and sent where the INVITE's transaction sends. With no such transaction
+        (never sent, or ended) it goes to `dest`, so the far end can answer 481; None
+        when `dest` is None then: the caller routes it and calls again."""
+        tx = self._txs.get(TxKey(invite.top_via.branch or "", "INVITE"))
+        target = tx.dest if tx is not None else dest
+        if target is None:
+            return None
+        return self.send_request(build_cancel(invite), target, now)
+
     def receive_response(self, response: Response, now: float) -> list[Event]:
         try:
             key = TxKey(response.top_via.branch or "", response.cseq[1])

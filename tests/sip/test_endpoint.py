@@ -7,13 +7,15 @@ import dataclasses
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 import pytest
 import trustme
 
 from gw.sip.dialog import Dialog
 from gw.sip.endpoint import EndpointConfig, IncomingRequest, SipEndpoint
-from gw.sip.message import Request
+from gw.sip.message import Request, Response, parse_message
+from gw.sip.responses import build_response
 from gw.sip.transaction import Address, Timers
 from gw.sip.transport import ListenSpec
 from gw.sip.uri import parse_uri
@@ -340,3 +342,100 @@ async def test_udp_buffer_size(size: int) -> None:
             assert got <= default, got
     finally:
         await ep.close()
+
+
+class RawUdp(asyncio.DatagramProtocol):
+    """A hand-driven UDP peer: what it receives is parsed and queued."""
+
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[Request | Response] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.got.put_nowait(parse_message(data))
+
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("sockname")[1])
+
+    def send(self, message: Request | Response, port: int) -> None:
+        assert self.transport is not None
+        self.transport.sendto(message.to_bytes(), ("127.0.0.1", port))
+
+
+async def raw_udp() -> RawUdp:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_datagram_endpoint(RawUdp, local_addr=("127.0.0.1", 0))
+    return proto
+
+
+async def test_unacked_2xx_is_retransmitted_then_the_dialog_is_ended_with_bye() -> None:
+    """§13.3.1.4 through the endpoint's one timer: the dialog layer's deadlines drive it."""
+    peer = Peer()
+    peer.answer = answer_invite
+    uas = await make(peer, t1=0.01)
+    raw = await raw_udp()
+    try:
+        invite = Request(
+            headers=[
+                ("Via", f"SIP/2.0/UDP 127.0.0.1:{raw.port};branch=z9hG4bKnoack;rport"),
+                ("From", "<sip:alice@127.0.0.1>;tag=a1"),
+                ("To", "<sip:bob@127.0.0.1>"),
+                ("Call-ID", "no-ack@127.0.0.1"),
+                ("CSeq", "1 INVITE"),
+                ("Contact", f"<sip:alice@127.0.0.1:{raw.port}>"),
+            ],
+            method="INVITE",
+            uri=parse_uri(f"sip:bob@127.0.0.1:{uas.local('UDP').port}"),
+        )
+        raw.send(invite, uas.local("UDP").port)
+        oks, bye = 0, None
+        while bye is None:
+            msg = await asyncio.wait_for(raw.got.get(), 5)
+            if isinstance(msg, Response) and msg.status == 200:
+                oks += 1
+            elif isinstance(msg, Request) and msg.method == "BYE":
+                bye = msg
+        assert oks >= 4, "the 2xx and its retransmissions (T1, 3*T1, 7*T1, ...)"
+        assert bye.call_id == "no-ack@127.0.0.1" and bye.to.tag == "a1"
+        assert uas.dialogs == {}
+    finally:
+        assert raw.transport is not None
+        raw.transport.close()
+        await uas.close()
+
+
+async def test_retransmitted_2xx_to_our_invite_is_acked_again() -> None:
+    """§13.2.2.4 through the endpoint: the transaction layer's stray 2xx gets the same ACK."""
+    uac = await make(None)
+    raw = await raw_udp()
+    try:
+        invite = uac.new_request(
+            "INVITE",
+            f"sip:bob@127.0.0.1:{raw.port}",
+            from_="<sip:alice@127.0.0.1>",
+            to="<sip:bob@127.0.0.1>",
+            headers=[("Contact", f"<{uac.contact_uri('UDP')}>")],
+        )
+        pending = asyncio.create_task(uac.invite(invite))
+        got = await asyncio.wait_for(raw.got.get(), 5)
+        assert isinstance(got, Request) and got.method == "INVITE"
+        ok = build_response(got, 200, to_tag="b1")
+        ok.add("Contact", f"<sip:bob@127.0.0.1:{raw.port}>")
+        raw.send(ok, uac.local("UDP").port)
+        response, dialog = await asyncio.wait_for(pending, 5)
+        assert response.status == 200 and dialog is not None
+        first = await asyncio.wait_for(raw.got.get(), 5)
+        raw.send(ok, uac.local("UDP").port)  # as if the ACK were lost
+        again = await asyncio.wait_for(raw.got.get(), 5)
+        assert isinstance(first, Request) and isinstance(again, Request)
+        assert first.method == again.method == "ACK"
+        assert again.to_bytes() == first.to_bytes()
+    finally:
+        assert raw.transport is not None
+        raw.transport.close()
+        await uac.close()
