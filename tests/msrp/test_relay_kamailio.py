@@ -21,11 +21,10 @@ from gw.msrp.relay import (
     RelayAuthError,
     RelayClient,
     RelayEvent,
-    RelayLink,
-    connect_relay,
 )
 from gw.msrp.uri import MsrpUri, new_session_id
 from tests.support.kamailio import MsrpRelay, require_kamailio
+from tests.support.relay_link import RelayLink, connect_relay
 
 pytestmark = pytest.mark.interop
 
