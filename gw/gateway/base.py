@@ -17,8 +17,8 @@ from gw.cluster.registry import NodeRegistry
 from gw.cluster.rpc import Rpc
 from gw.gateway.legs import MsrpLegs
 from gw.gateway.loops import Hops, Onward, onward
-from gw.gateway.mapping import msrp_to_sip
 from gw.gateway.policy import Policy
+from gw.gateway.rules import Limits, Refusal, msrp_outcome_answer
 from gw.gateway.session import GwSession, Outcome, Pending, retry_after_header
 from gw.gateway.stats import Direction, GatewayStats
 from gw.msrp.endpoint import MsrpEndpoint
@@ -153,6 +153,9 @@ class GatewayBase:
         self._own_sent_by: tuple[tuple[Any, ...], frozenset[str]] | None = None
         self.deployment = settings.deployment or settings.node_id
         self.legs = MsrpLegs(msrp, settings)
+        self.limits = Limits(
+            settings.max_queued_messages, settings.max_queued_bytes, settings.retry_after
+        )
         self._sink = self._msrp_event  # one bound method, shared by every session
 
     def _msrp_event(self, session: GwSession, event: SessionEvent) -> None:
@@ -227,6 +230,10 @@ class GatewayBase:
         if not incoming.final_sent:
             incoming.respond(code, reason, headers=headers or [])
 
+    def _refuse(self, incoming: IncomingRequest, refusal: Refusal) -> None:
+        o = refusal.outcome
+        self._reject(incoming, o.status, o.reason, refusal.why, o.headers)
+
     def _unavailable(self, incoming: IncomingRequest, why: str) -> None:
         self._reject(
             incoming,
@@ -244,24 +251,18 @@ class GatewayBase:
     @staticmethod
     def _send_failed(session: GwSession, code: int) -> Outcome:
         """The MESSAGE's answer for a failed SEND; a 415 says what the peer accepts."""
-        outcome = Outcome(*msrp_to_sip(code))
-        if outcome.status == 415 and session.peer_types:
-            outcome.headers.append(("Accept", ", ".join(session.peer_types)))
-        return outcome
+        return msrp_outcome_answer(MessageFailed("", code, ""), session.peer_types)
 
     def _msrp_outcome(self, session: GwSession, result: MsrpOutcome) -> None:
         """The MSRP side's outcome of a page-mode message (its MESSAGE's answer)."""
         pending = self._sending.pop(result.message_id, None)
         if pending is None:
             return  # not one of ours (or settled when it was refused at once)
+        outcome = msrp_outcome_answer(result, session.peer_types)
         if isinstance(result, MessageDelivered):
-            outcome = Outcome(200, "OK")
             self.stats.delivered[Direction.PAGE_TO_MSRP] += 1
         elif isinstance(result, MessageFailed):
-            outcome = self._send_failed(session, result.code)
             self.stats.failed[Direction.PAGE_TO_MSRP][result.code] += 1
-        else:
-            outcome = Outcome(480, "MSRP Message Aborted")
         if outcome.status >= 300:
             log.info(
                 "message to MSRP failed: %s -> %d %s",

@@ -13,6 +13,7 @@ from gw.gateway.base import ALLOW, GatewaySettings
 from gw.gateway.loops import LOOP_HEADER, hops_of
 from gw.gateway.page import PageSide
 from gw.gateway.policy import ANSWER, MSG_TO_MSRP, OPTIONS
+from gw.gateway.rules import screen_request
 from gw.sip.endpoint import IncomingRequest
 
 __all__ = ["ALLOW", "LOOP_HEADER", "Gateway", "GatewaySettings"]
@@ -33,12 +34,11 @@ class Gateway(PageSide):
             return self._in_dialog(incoming)
         if method == "CANCEL":
             return None  # answered by the endpoint
-        hops = hops_of(request)
-        if hops.passed(self.deployment) or self._own_via(request):
-            self._reject(incoming, 482, "Loop Detected", "loop")
-            return None
-        if hops.max_forwards == 0 and method != "OPTIONS":
-            self._reject(incoming, 483, "Too Many Hops", "max-forwards")
+        refusal = screen_request(
+            method, hops_of(request), self.deployment, own_via=self._own_via(request)
+        )
+        if refusal is not None:
+            self._refuse(incoming, refusal)
             return None
         decision = self.policy.decide(request)
         if decision.action == OPTIONS:

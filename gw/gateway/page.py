@@ -26,6 +26,7 @@ from gw.gateway.answer import SessionSide
 from gw.gateway.base import TOUCH_INTERVAL, log
 from gw.gateway.loops import hops_of
 from gw.gateway.policy import Decision
+from gw.gateway.rules import admit, screen_page_message, setup_refusal
 from gw.gateway.session import (
     GwSession,
     Outcome,
@@ -41,7 +42,6 @@ from gw.sip.message import Request, Response
 from gw.sip.sdp import (
     SdpError,
     find_msrp_media,
-    mime_matches,
     parse_sdp,
     we_connect,
 )
@@ -57,24 +57,17 @@ class PageSide(SessionSide):
         owner, taking over, setting a session up), which the SIP endpoint runs as a task."""
         request = incoming.request
         ctype = request.content_type
-        if not ctype:
-            self._reject(incoming, 400, "Missing Content-Type", "bad message")
-            return None
-        if not request.body:
-            self._reject(incoming, 400, "Empty Message Body", "bad message")
-            return None
         types = decision.content_types or self.settings.content_types
-        if not mime_matches(ctype, types):
-            self._reject(
-                incoming,
-                415,
-                "Unsupported Media Type",
-                "content type",
-                [("Accept", ", ".join(types))],
-            )
-            return None
-        if self.draining:
-            self._unavailable(incoming, "draining")
+        refusal = screen_page_message(
+            ctype,
+            request.body,
+            types,
+            draining=self.draining,
+            retry_after=self.settings.retry_after,
+        )
+        if refusal is not None or not ctype:
+            if refusal is not None:
+                self._refuse(incoming, refusal)
             return None
         started = time.perf_counter()
         session = self._ready_session(decision.key)
@@ -221,7 +214,11 @@ class PageSide(SessionSide):
     def _refuse_setup(self, key: str) -> Outcome | None:
         """Overload: with `max_pending_setups` set-ups in progress, a new one gets a fast 503
         instead of joining a queue where all of them would time out together."""
-        if self.setups_pending + len(self._creating) < self.settings.max_pending_setups:
+        s = self.settings
+        refused = setup_refusal(
+            self.setups_pending + len(self._creating), s.max_pending_setups, s.retry_after
+        )
+        if refused is None:
             return None
         self.stats.setups_refused += 1
         now = time.monotonic()
@@ -233,7 +230,7 @@ class PageSide(SessionSide):
                 self.stats.setups_refused,
                 extra={"key": key},
             )
-        return busy("Too Many Session Setups", self.settings.retry_after)
+        return refused
 
     async def _deliver_local(self, session: GwSession, page: PageMessage) -> Outcome:
         result = self._submit(session, page.body, page.content_type, page.call_id)
@@ -249,21 +246,22 @@ class PageSide(SessionSide):
         Returns the answer when it is known at once (415, 503, 202 in accept mode), else
         the future of its outcome: the MSRP side's (`_msrp_outcome`), or 408 once
         `delivery_timeout` passes (a loop timer, no task)."""
-        if (
-            session.state is SessionState.ACTIVE
-            and session.peer_types
-            and not mime_matches(content_type, session.peer_types)
-        ):
-            self.stats.rejected[415] += 1
-            return Outcome(
-                415, "Unsupported Media Type", [("Accept", ", ".join(session.peer_types))]
-            )
         s = self.settings
-        if session.queued >= s.max_queued_messages or session.queued_bytes + len(body) > (
-            s.max_queued_bytes
-        ):
-            self.stats.queue_full += 1
-            return busy("Queue Full", s.retry_after)
+        refused = admit(
+            session.state,
+            session.peer_types,
+            content_type,
+            len(body),
+            queued=session.queued,
+            queued_bytes=session.queued_bytes,
+            limits=self.limits,
+        )
+        if refused is not None:
+            if refused.status == 415:
+                self.stats.rejected[415] += 1
+            else:
+                self.stats.queue_full += 1
+            return refused
         loop = asyncio.get_running_loop()
         pending = Pending(body, content_type, loop.create_future(), call_id)
         session.enqueue(pending)
