@@ -75,6 +75,16 @@ class GatewaySettings:
     msrp_transaction_timeout: float = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Work this node holds in flight: what an idle node must have none of (tests, ops)."""
+
+    messages_to_msrp: int  # page-mode messages sent on MSRP, outcome not known yet
+    key_locks: int  # keys whose slow path (set-up, takeover, forwarding) is running
+    creating: int  # session records being created
+    tasks: int  # gateway tasks not finished
+
+
 class KeyLocks:
     """One asyncio lock per key, kept only while someone holds or waits for it (an idle
     key costs nothing)."""
@@ -160,6 +170,14 @@ class GatewayBase:
 
     def _msrp_event(self, session: GwSession, event: SessionEvent) -> None:
         raise NotImplementedError  # answer.py
+
+    def backlog(self) -> Backlog:
+        return Backlog(
+            len(self._sending),
+            len(self._key_locks),
+            len(self._creating),
+            sum(1 for t in self._tasks if not t.done()),
+        )
 
     def coordinates(self, msg_from: str, msg_to: str, msg_ruri: str) -> Coordinates:
         """The parsed From/To/R-URI of MESSAGEs to the page-mode user (SipSyntaxError).

@@ -22,7 +22,7 @@ import pytest
 
 from gw.config import Config
 from gw.gateway import base as gateway_base
-from gw.gateway.base import KeyLocks
+from gw.gateway.base import Backlog, KeyLocks
 from gw.gateway.session import GwSession
 from gw.gateway.stats import Direction
 from gw.node import GcTuner, Node
@@ -133,8 +133,8 @@ async def test_message_on_an_established_session_starts_no_gateway_task(
     assert set(tasks) <= {"SipEndpoint._guard"} and tasks.get("SipEndpoint._guard", 0) <= 2, (
         counter.names
     )
-    gw = node.gw
-    assert gw._sending == {} and len(gw._key_locks) == 0
+    backlog = node.gw.backlog()
+    assert (backlog.messages_to_msrp, backlog.key_locks) == (0, 0)
 
 
 async def test_idle_session_keeps_no_invite_queue_task_or_lock(
@@ -150,8 +150,7 @@ async def test_idle_session_keeps_no_invite_queue_task_or_lock(
     assert gw.by_call_id[session.call_id] is session
     assert session.queue is None and session.queued == 0 and session.queued_bytes == 0
     assert not hasattr(session, "__dict__"), "slots"
-    assert gw._sending == {} and len(gw._key_locks) == 0 and not gw._creating
-    assert not [t for t in gw._tasks if not t.done()], "no task per idle session"
+    assert gw.backlog() == Backlog(0, 0, 0, 0), "no message, lock or task per idle session"
     assert session.peer_types == ("text/plain",)
     # Sessions share one interned tuple per distinct list of types.
     assert gw.types(["text/plain"]) is session.peer_types
