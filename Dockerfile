@@ -20,12 +20,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY gw ./gw
 
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/msrp-gw \
-    && /opt/msrp-gw/bin/python -m pip install /wheels/msrp_gw-*.whl \
+    && /opt/msrp-gw/bin/python -m pip install -c constraints.txt /wheels/msrp_gw-*.whl \
     && /opt/msrp-gw/bin/msrp-gw --version
 
 
