@@ -212,12 +212,17 @@ class _Clock:
 
     def __init__(self) -> None:
         self.now = 0.0
+        self._futures = asyncio.new_event_loop()
 
     def time(self) -> float:
         return self.now
 
     def call_at(self, when: float, callback: Callable[[], None]) -> _Handle:
         return _Handle()
+
+    def create_future(self) -> asyncio.Future[Any]:
+        # Never awaited, only resolved: any loop will do, one for the whole run.
+        return self._futures.create_future()
 
 
 def run_inline(coro: Coroutine[Any, Any, Any]) -> Any:
