@@ -38,7 +38,7 @@ from gw.gateway.session import (
 from gw.gateway.state import SessionState
 from gw.msrp.endpoint import MsrpSessionError
 from gw.sip.endpoint import IncomingRequest
-from gw.sip.message import Request, Response
+from gw.sip.message import LocalFailure, Request, Response
 from gw.sip.sdp import (
     SdpError,
     find_msrp_media,
@@ -419,13 +419,13 @@ class PageSide(SessionSide):
                     content_types=rec.content_types,
                 )
             response, dialog = await self._invite(invite, s.setup_timeout)
-            if response.get("X-Gw-Local") is None and response.status >= 300:
+            if response.local is None and response.status >= 300:
                 # The event reports a negative reply only; after a 2xx (MSRP leg failed) or
                 # with no reply at all its code and reason are null (reference semantics).
                 code, reason = response.status, response.reason
             if dialog is None:
                 status = response.status if response.status >= 300 else 500
-                if response.get("X-Gw-Local") == "timeout" or status == 487:
+                if response.local is LocalFailure.TIMEOUT or status == 487:
                     status = 408
                 raise _SetupFailed(status, response.reason if code else "No Answer From MSRP Side")
             session.dialog = dialog
@@ -597,5 +597,5 @@ def _synthetic(request: Request, status: int, reason: str) -> Response:
     from gw.sip.transaction import build_response
 
     response = build_response(request, status, reason)
-    response.add("X-Gw-Local", "timeout")
+    response.local = LocalFailure.TIMEOUT
     return response

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 
 from gw.sip.dialog import Dialog, DialogError, DialogId, new_tag
 from gw.sip.dialogs import AckMissing, DialogEvent, DialogLayer, Refusal
-from gw.sip.message import Limits, Request, Response, SipParseError, reason_phrase
+from gw.sip.message import (
+    Limits,
+    LocalFailure,
+    Request,
+    Response,
+    SipParseError,
+    reason_phrase,
+)
 from gw.sip.transaction import (
     AckReceived,
     AckTimeout,
@@ -403,16 +410,24 @@ class SipEndpoint:
         if (
             response.status == 503
             and fallback is not None
-            and response.get("X-Gw-Local") == "transport"
+            and response.local is LocalFailure.TRANSPORT
         ):
             # §18.1.1: a request moved to TCP for size that cannot connect is retried on UDP.
             return await self._request_on(request, fallback, on_provisional)
         return response
 
     def _synthetic(self, request: Request, status: int, reason: str) -> Response:
+        """A final response made here (§8.1.3.1): 408 on timeout, 503 when the request
+        could not be sent, another code when we could not send it or use its answer.
+        `Response.local` says which, so callers never take it for the peer's."""
         response = build_response(request, status, reason)
-        if status == 503 or status == 408:
-            response.add("X-Gw-Local", "transport" if status == 503 else "timeout")
+        response.local = (
+            LocalFailure.TIMEOUT
+            if status == 408
+            else LocalFailure.TRANSPORT
+            if status == 503
+            else LocalFailure.INVALID
+        )
         return response
 
     async def invite(

@@ -8,6 +8,7 @@ when the head was readable, the partial message so that a response can be built.
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "COMPACT_FORMS",
     "Headers",
     "Limits",
+    "LocalFailure",
     "Request",
     "Response",
     "SipMessage",
@@ -587,8 +589,16 @@ class Request(SipMessage):
         return f"<Request {self.method} {self.uri}>"
 
 
+class LocalFailure(enum.Enum):
+    """Why a response was made here rather than received (it never went on the wire)."""
+
+    TIMEOUT = "timeout"  # no final response in time (Timer B/F, §8.1.3.1)
+    TRANSPORT = "transport"  # could not be sent (§8.1.3.1: a 503)
+    INVALID = "invalid"  # we could not send the request or use its answer
+
+
 class Response(SipMessage):
-    __slots__ = ("reason", "status", "version")
+    __slots__ = ("local", "reason", "status", "version")
 
     def __init__(
         self,
@@ -597,12 +607,14 @@ class Response(SipMessage):
         status: int = 200,
         reason: str = "OK",
         version: str = "SIP/2.0",
+        local: LocalFailure | None = None,
     ) -> None:
         self._headers = headers if type(headers) is Headers else _headers(headers)
         self.body = body
         self.status = status
         self.reason = reason
         self.version = version
+        self.local = local  # set on responses synthesised by our own stack
 
     def start_line(self) -> str:
         return f"{self.version} {self.status} {self.reason}"
