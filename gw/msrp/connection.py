@@ -218,6 +218,11 @@ class MsrpConnection:
     def sessions(self) -> list[MsrpSession]:
         return list(self._sessions.values())
 
+    @property
+    def routing_entries(self) -> int:
+        """Transaction ids kept to route responses back to their session (both generations)."""
+        return len(self._tids) + len(self._tids_old)
+
     def alternate_ids(self) -> list[str]:
         """Session-ids of sessions bound elsewhere whose requests came here."""
         return list(self._alternates)

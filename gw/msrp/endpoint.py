@@ -394,6 +394,18 @@ class Session:
         return (*self.use_path, self.core.local_uri)
 
     @property
+    def lean(self) -> bool:
+        """Whether neither the handle nor its core holds per-message state (no event queue,
+        waiter, pending bind or internal message; see `MsrpSession.lean`)."""
+        return (
+            self._queue is None
+            and self._bound is None
+            and self._waiters is None
+            and self._internal is None
+            and self.core.lean
+        )
+
+    @property
     def relayed(self) -> bool:
         return self._relay is not None
 

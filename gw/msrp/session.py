@@ -175,6 +175,18 @@ class MsrpSession:
         self._events: list[SessionEvent] | None = None
 
     @property
+    def lean(self) -> bool:
+        """Whether it holds no per-message state: no queued frame, message, transaction or
+        event (what an idle session must come back to; tests/msrp/test_lean.py)."""
+        return (
+            self._control is None
+            and self._sending is None
+            and self._events is None
+            and self._messages is None
+            and self._txns is None
+        )
+
+    @property
     def peer_uri(self) -> MsrpUri:
         """The peer endpoint (last URI of its path; relays come first)."""
         return self.peer_path[-1]

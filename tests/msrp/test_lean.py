@@ -73,13 +73,8 @@ async def test_idle_session_holds_no_queue_event_or_containers(
     await sa.send(b"one", "text/plain")
     await sb.send(b"two", "text/plain")
     await asyncio.sleep(0.05)
-    for handle in (sa, sb):
-        assert handle._queue is None and handle._bound is None
-        assert handle._waiters is None and handle._internal is None
-        core = handle.core
-        assert core._control is None and core._sending is None and core._events is None
-        assert core._messages is None and core._txns is None
-    assert sa.link is not None and not sa.link.core._tids  # answered: routing entry gone
+    assert sa.lean and sb.lean
+    assert sa.link is not None and sa.link.core.routing_entries == 0  # answered: entry gone
 
 
 async def test_handle_without_callback_still_queues_events(
@@ -171,11 +166,11 @@ def test_routing_entries_outlive_their_transaction_then_go() -> None:
     late, late_msg = _send(s, conn, 10.9)  # just before the first rotation (at 11)
     data, _ = _send(s, conn, 11.5)  # rotates: the late one is in the old generation now
     conn.receive_data(serialize(_answer(data)), 11.6)
-    assert not conn._tids and late_msg.outcome is None
+    assert conn.routing_entries == 1 and late_msg.outcome is None  # the late one, kept
     _send(s, conn, 20.5)  # no rotation yet: that is due 11 s after the last one
     conn.receive_data(serialize(_answer(late)), 20.8)  # within its 10 s: still routed
     assert conn.events() == [] and late_msg.outcome == MessageDelivered(late_msg.message_id)
-    assert len(conn._tids) == 1  # the one sent at 20.5, never answered
+    assert conn.routing_entries == 1  # the one sent at 20.5, never answered
     for now in (31.0, 43.0, 55.0):  # timers only: the generations rotate out
         conn.on_timer(now)
-    assert not conn._tids and not conn._tids_old
+    assert conn.routing_entries == 0
