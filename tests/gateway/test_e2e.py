@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.support.msrp_user import MsrpUser
-from tests.support.node import GatewayProcess
+from tests.support.node import GatewayProcess, start_test_node, stop_nodes
 from tests.support.page_user import PageUser
 from tests.support.redis_server import RedisServer
 from tests.support.sipp import Sipp
@@ -19,25 +19,11 @@ pytestmark = pytest.mark.interop
 
 
 def start_gateway(redis_server: RedisServer, msrp_user: MsrpUser, **env: str) -> GatewayProcess:
-    node = GatewayProcess(
-        env={
-            "MSRPGW_STORE__URL": redis_server.url,
-            "MSRPGW_NODE__ID": "gw-test",
-            "MSRPGW_SIP__T1": "0.1",
-            "MSRPGW_SIP__T2": "0.4",
-            "MSRPGW_GATEWAY__RURI_REWRITE": f"sip:{{user}}@127.0.0.1:{msrp_user.sip_port}",
-            "MSRPGW_GATEWAY__SETUP_TIMEOUT": "3",
-            "MSRPGW_GATEWAY__DELIVERY_TIMEOUT": "5",
-            **env,
-        }
-    )
-    node.start()
-    return node
+    return start_test_node(redis_server.url, "gw-test", msrp_user.sip_port, **env)
 
 
 async def stop(node: GatewayProcess) -> None:
-    code = await asyncio.to_thread(node.stop)
-    assert code == 0, node.output()
+    await stop_nodes(node)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

@@ -4,7 +4,6 @@ is a request that came back to the same deployment; another deployment is a peer
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +12,7 @@ import trustme
 from gw.sip.message import Response
 from gw.sip.transaction import Address
 from tests.support.msrp_user import MsrpUser
-from tests.support.node import GatewayProcess
+from tests.support.node import GatewayProcess, start_test_node, stop_nodes
 from tests.support.page_user import PageUser
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
@@ -56,22 +55,10 @@ def node(
     sip_port: int = 0,
     extra: dict[str, str] | None = None,
 ) -> GatewayProcess:
-    env = {
-        "MSRPGW_STORE__URL": store.url,
-        "MSRPGW_NODE__ID": name,
-        "MSRPGW_SIP__T1": "0.1",
-        "MSRPGW_SIP__T2": "0.4",
-        "MSRPGW_GATEWAY__SETUP_TIMEOUT": "3",
-        "MSRPGW_GATEWAY__DELIVERY_TIMEOUT": "5",
-    }
-    env.update(extra or {})
+    env = dict(extra or {})
     if sip_port:
         env["MSRPGW_SIP__LISTEN"] = f"udp:127.0.0.1:{sip_port}"
-    if route_to is not None:  # where its INVITEs go: the other deployment
-        env["MSRPGW_GATEWAY__RURI_REWRITE"] = f"sip:{{user}}@127.0.0.1:{route_to}"
-    gw = GatewayProcess(env=env)
-    gw.start()
-    return gw
+    return start_test_node(store.url, name, route_to, **env)
 
 
 async def message(
@@ -91,9 +78,7 @@ async def message(
 
 
 async def stop(*nodes: GatewayProcess) -> None:
-    for gw in nodes:
-        code = await asyncio.to_thread(gw.stop)
-        assert code == 0, gw.output()
+    await stop_nodes(*nodes)
 
 
 @pytest.mark.parametrize("msrp", ["tcp", "tls"])

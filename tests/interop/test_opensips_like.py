@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.node import GatewayProcess
+from tests.support.node import GatewayProcess, start_test_node, stop_nodes
 from tests.support.opensips_like import OpenSipsLikePeer
 from tests.support.page_user import PageUser
 from tests.support.redis_server import RedisServer
@@ -28,19 +28,7 @@ async def opensips() -> AsyncIterator[OpenSipsLikePeer]:
 
 
 def start_node(redis_server: RedisServer, peer: OpenSipsLikePeer) -> GatewayProcess:
-    node = GatewayProcess(
-        env={
-            "MSRPGW_STORE__URL": redis_server.url,
-            "MSRPGW_NODE__ID": "gw-b",
-            "MSRPGW_SIP__T1": "0.1",
-            "MSRPGW_SIP__T2": "0.4",
-            "MSRPGW_GATEWAY__RURI_REWRITE": f"sip:{{user}}@127.0.0.1:{peer.sip_port}",
-            "MSRPGW_GATEWAY__SETUP_TIMEOUT": "3",
-            "MSRPGW_GATEWAY__DELIVERY_TIMEOUT": "5",
-        }
-    )
-    node.start()
-    return node
+    return start_test_node(redis_server.url, "gw-b", peer.sip_port)
 
 
 def metric(node: GatewayProcess, name: str) -> float:
@@ -52,8 +40,7 @@ def metric(node: GatewayProcess, name: str) -> float:
 
 
 async def stop(node: GatewayProcess) -> None:
-    code = await asyncio.to_thread(node.stop)
-    assert code == 0, node.output()
+    await stop_nodes(node)
 
 
 async def test_offerer_on_two_connections_reaches_the_page_user(

@@ -10,15 +10,13 @@ and the states of what it sent are its events, the SIP codes are in its log
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from gw.msrp.events import MessageDelivered, MessageFailed
 from tests.support.baresip import Baresip, Shown, require_baresip
 from tests.support.linphone import DELIVERED, NOT_DELIVERED, Linphone, Status, require_linphone
 from tests.support.msrp_user import MsrpUser
-from tests.support.node import GatewayProcess
+from tests.support.node import GatewayProcess, start_test_node, stop_nodes
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.interop
@@ -42,25 +40,11 @@ def linphone() -> None:
 
 
 def start_gateway(redis_server: RedisServer, msrp_user: MsrpUser, **env: str) -> GatewayProcess:
-    node = GatewayProcess(
-        env={
-            "MSRPGW_STORE__URL": redis_server.url,
-            "MSRPGW_NODE__ID": "gw-interop",
-            "MSRPGW_SIP__T1": "0.1",
-            "MSRPGW_SIP__T2": "0.4",
-            "MSRPGW_GATEWAY__RURI_REWRITE": f"sip:{{user}}@127.0.0.1:{msrp_user.sip_port}",
-            "MSRPGW_GATEWAY__SETUP_TIMEOUT": "3",
-            "MSRPGW_GATEWAY__DELIVERY_TIMEOUT": "5",
-            **env,
-        }
-    )
-    node.start()
-    return node
+    return start_test_node(redis_server.url, "gw-interop", msrp_user.sip_port, **env)
 
 
 async def stop(node: GatewayProcess) -> None:
-    code = await asyncio.to_thread(node.stop)
-    assert code == 0, node.output()
+    await stop_nodes(node)
 
 
 def gateway_uri(node: GatewayProcess, user: str = "bob") -> str:

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -42,6 +41,7 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.procs import stop_group
 
 _MODULE_DIRS = ("/usr/lib/baresip/modules", "/usr/local/lib/baresip/modules")
 # One block of the -s trace: "\x1b[36;1m#\n<TRANSPORT> <src> -> <dst>\n<message>\x1b[;m\n"
@@ -280,16 +280,7 @@ class Baresip:
 
     def stop(self, timeout: float = 5.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, timeout)
 
     async def close(self) -> None:
         for writer in (self._ctrl[1] if self._ctrl else None, self._cons):

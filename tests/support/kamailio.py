@@ -20,12 +20,10 @@ makes it verify the peers it connects to against the same CA. Debian ships
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -39,6 +37,7 @@ import pytest
 
 from gw.msrp.uri import MsrpUri
 from tests.support.ports import free_port
+from tests.support.procs import stop_group
 
 if TYPE_CHECKING:
     import trustme
@@ -261,16 +260,7 @@ class Kamailio:
         """SIGTERM (Kamailio ends and reaps its children); if it hangs, SIGKILL its
         process group while the main process is unreaped, so the group is still ours."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, timeout)
 
     def close(self) -> None:
         self.stop()

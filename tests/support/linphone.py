@@ -31,7 +31,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -44,6 +43,7 @@ from typing import NoReturn
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.procs import stop_group
 
 DELIVERED = "LinphoneChatMessageStateDelivered"
 NOT_DELIVERED = "LinphoneChatMessageStateNotDelivered"
@@ -219,16 +219,7 @@ class Linphone:
 
     def stop(self, timeout: float = 5.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, timeout)
 
     async def close(self) -> None:
         await self._disconnect()

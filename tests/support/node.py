@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -65,3 +66,31 @@ class GatewayProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def start_test_node(
+    store_url: str, node_id: str, route_to: int | None, **env: str
+) -> GatewayProcess:
+    """A node as the end-to-end tests run it: short SIP timers (T1 0.1 s), 3 s set-up and
+    5 s delivery timeouts, its INVITEs routed to 127.0.0.1:`route_to` (an MSRP user or
+    another gateway) when given. `env` overrides any of it."""
+    base = {
+        "MSRPGW_STORE__URL": store_url,
+        "MSRPGW_NODE__ID": node_id,
+        "MSRPGW_SIP__T1": "0.1",
+        "MSRPGW_SIP__T2": "0.4",
+        "MSRPGW_GATEWAY__SETUP_TIMEOUT": "3",
+        "MSRPGW_GATEWAY__DELIVERY_TIMEOUT": "5",
+    }
+    if route_to is not None:
+        base["MSRPGW_GATEWAY__RURI_REWRITE"] = f"sip:{{user}}@127.0.0.1:{route_to}"
+    node = GatewayProcess(env={**base, **env})
+    node.start()
+    return node
+
+
+async def stop_nodes(*nodes: GatewayProcess) -> None:
+    """SIGTERM each node; each must drain and exit 0."""
+    for node in nodes:
+        code = await asyncio.to_thread(node.stop)
+        assert code == 0, node.output()
