@@ -201,14 +201,8 @@ class SessionSide(Lifecycle):
         ):
             return False
         self.stats.msrp_messages_in += 1
-        req = self._page_request(session, msg)
-        if req is not None:  # else answered with a failure REPORT
-            fut = self.sip.request_nowait(req)
-            if fut is not None:
-                self._await_page(session, msg, req, fut)
-            else:  # it must be awaited: later messages queue behind it
-                session.to_page_waiting = deque()
-                self._spawn(self._send_page(session, msg, req))
+        session.to_page_waiting = deque((msg,))
+        self._drain_to_page(session)  # sent at once unless it must be awaited
         return True
 
     def _drain_to_page(self, session: GwSession) -> None:

@@ -18,7 +18,7 @@ from gw.cluster.rpc import Rpc
 from gw.gateway.legs import MsrpLegs
 from gw.gateway.loops import Hops, Onward, onward
 from gw.gateway.policy import Policy
-from gw.gateway.rules import Limits, Refusal, msrp_outcome_answer
+from gw.gateway.rules import Limits, Refusal, failed_answer, msrp_outcome_answer
 from gw.gateway.session import GwSession, Outcome, Pending, retry_after_header
 from gw.gateway.stats import Direction, GatewayStats
 from gw.msrp.endpoint import MsrpEndpoint
@@ -269,7 +269,7 @@ class GatewayBase:
     @staticmethod
     def _send_failed(session: GwSession, code: int) -> Outcome:
         """The MESSAGE's answer for a failed SEND; a 415 says what the peer accepts."""
-        return msrp_outcome_answer(MessageFailed("", code, ""), session.peer_types)
+        return failed_answer(code, session.peer_types)
 
     def _msrp_outcome(self, session: GwSession, result: MsrpOutcome) -> None:
         """The MSRP side's outcome of a page-mode message (its MESSAGE's answer)."""

@@ -22,6 +22,7 @@ __all__ = [
     "Limits",
     "Refusal",
     "admit",
+    "failed_answer",
     "msrp_outcome_answer",
     "screen_page_message",
     "screen_request",
@@ -120,8 +121,14 @@ def msrp_outcome_answer(
     if isinstance(result, MessageDelivered):
         return Outcome(200, "OK")
     if isinstance(result, MessageFailed):
-        outcome = Outcome(*msrp_to_sip(result.code))
-        if outcome.status == 415 and peer_types:
-            outcome.headers.append(("Accept", ", ".join(peer_types)))
-        return outcome
+        return failed_answer(result.code, peer_types)
     return Outcome(480, "MSRP Message Aborted")
+
+
+def failed_answer(code: int, peer_types: Sequence[str]) -> Outcome:
+    """The MESSAGE's answer when its SEND failed with MSRP `code`; a 415 says what the
+    peer accepts."""
+    outcome = Outcome(*msrp_to_sip(code))
+    if outcome.status == 415 and peer_types:
+        outcome.headers.append(("Accept", ", ".join(peer_types)))
+    return outcome
