@@ -30,10 +30,10 @@ from gw.cluster.messages import serving
 from gw.cluster.registry import NodeRegistry
 from gw.cluster.rpc import Rpc
 from gw.config import Config, parse_msrp_listen
-from gw.gateway.base import ReplyMode, SetupMode
 from gw.gateway.engine import Gateway, GatewaySettings
 from gw.gateway.policy import Policy, load_hook, split_types
 from gw.gateway.session import retry_after_header
+from gw.gateway.settings import ReplyMode, SetupMode
 from gw.mgmt.http import MgmtServer
 from gw.mgmt.mi import MiError, MiParams, param_str
 from gw.msrp.endpoint import MsrpEndpoint
@@ -369,7 +369,8 @@ class Node:
         if self.gateway is None:
             incoming.respond(503, headers=[retry_after_header(self.cfg.gateway.retry_after)])
             return None
-        return self.gateway.handle(incoming)
+        self.gateway.handle(incoming)
+        return None
 
     def _ready(self) -> bool | str:
         if self.gateway is None:

@@ -7,17 +7,18 @@ used to drop `a=accept-wrapped-types`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from gw.msrp.endpoint import MsrpEndpoint
 from gw.msrp.endpoint import Session as MsrpHandle
+from gw.msrp.events import SessionEvent
 from gw.msrp.uri import MsrpUri
 from gw.sip.sdp import MsrpMedia, SessionDescription, build_msrp_answer, build_msrp_offer
 
 if TYPE_CHECKING:
-    from gw.gateway.base import GatewaySettings
     from gw.gateway.session import GwSession
+    from gw.gateway.settings import GatewaySettings
 
 __all__ = ["MsrpLegs", "Role"]
 
@@ -31,6 +32,13 @@ class MsrpLegs:
     def __init__(self, msrp: MsrpEndpoint, settings: GatewaySettings) -> None:
         self.msrp = msrp
         self.settings = settings
+        # Where every leg's events go (the adapter's handler): set on each session we open,
+        # one bound method for all (no closure per session).
+        self.sink: Callable[[GwSession, SessionEvent], None] | None = None
+
+    def new_local_uri(self) -> MsrpUri:
+        """A fresh MSRP URI of ours for a new leg (a new session id)."""
+        return self.msrp.new_local_uri()
 
     def offer(self, local_uri: MsrpUri, types: Sequence[str], setup: str | None) -> bytes:
         """Our offer for `local_uri` (through the relay when required: its Use-Path, then
@@ -61,6 +69,8 @@ class MsrpLegs:
         Whatever the MSRP user sends becomes MESSAGEs, so incoming messages have the
         page-mode size limit. MsrpSessionError(503) while a required relay is down."""
         s = self.settings
+        if self.sink is not None:
+            session.sink = self.sink
         return self.msrp.create_session(
             media.path,
             local_uri=local_uri,

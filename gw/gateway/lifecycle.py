@@ -1,43 +1,77 @@
-"""Ending, expiry, rebuilding after Redis loss, draining, and listing sessions."""
+"""How sessions end, expire, and survive a store that lost them.
+
+Procedures (see gw.gateway.commands): `end_session` (MI, BYE, drain, expiry, a lost
+MSRP leg), `refresh` (push a deadline; rebuild a record the store lost), `expired`,
+`sweep`, `reconcile`. `forget` is the one place a session leaves this node.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from typing import Any
+from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
 from gw.cluster.messages import BadRpc, Ended, EndSession
 from gw.cluster.rpc import NodeUnreachable
 from gw.gateway import events as ev
-from gw.gateway.base import GatewayBase, log
+from gw.gateway.commands import (
+    Alive,
+    Ask,
+    Bye,
+    Cancel,
+    CloseMsrp,
+    Procedure,
+    PublishNow,
+    StoreCreate,
+    StoreDelete,
+    StoreExisting,
+    StoreGet,
+    StoreSweep,
+    StoreTouch,
+)
+from gw.gateway.context import Context, log
 from gw.gateway.session import GwSession, Outcome
 from gw.gateway.state import SessionState
+from gw.gateway.to_msrp import PageToMsrp
+from gw.store.records import SessionRecord
 from gw.store.sessions import SessionNotFound
 
+__all__ = ["Lifecycle"]
 
-class Lifecycle(GatewayBase):
-    async def end_session(self, key: str, reason: str, *, send_bye: bool = True) -> bool:
-        session = self.sessions.get(key)
+StoreErrors = (RedisError, OSError)
+
+
+class Lifecycle:
+    def __init__(self, ctx: Context, to_msrp: PageToMsrp) -> None:
+        self.ctx = ctx
+        self.to_msrp = to_msrp
+        self.scan_count = 1000
+        # When a record's deadline passes: the store's rule (SessionStore.deadline).
+        self.deadline_of: Callable[[SessionRecord], float] = lambda rec: rec.last_message
+
+    def end_session(self, key: str, reason: str, *, send_bye: bool = True) -> Procedure[bool]:
+        """End the key's session: ours here, a live owner's through it, a dead owner's
+        record directly. True when a session was ended."""
+        ctx = self.ctx
+        session = ctx.table.get(key)
         if session is None:
-            rec = await self.store.get(key)  # a store error propagates: "unavailable", not 404
+            rec: SessionRecord | None = yield StoreGet(key)  # an error: "unavailable", not 404
             if rec is None:
                 return False
-            if await self._owner_elsewhere(rec.owner):
-                assert self.rpc is not None
+            if (yield from self.owner_elsewhere(rec.owner)):
                 # The owner holds the dialog and the MSRP connection: it sends the BYE.
-                with contextlib.suppress(NodeUnreachable, TimeoutError, BadRpc):
-                    reply = await self.rpc.ask(
-                        rec.owner, EndSession(key, reason), self.forward_timeout
-                    )
+                try:
+                    reply = yield Ask(rec.owner, EndSession(key, reason), self.forward_timeout)
+                except (NodeUnreachable, TimeoutError, BadRpc):
+                    pass
+                else:
                     return isinstance(reply, Ended) and reply.ok
             # Owner dead (or we own a record without live state): clean up the record.
-            if not await self.store.delete(key, owner=rec.owner):
+            if not (yield StoreDelete(key, rec.owner)):
                 return False
             log.info("session ended: %s (owner %s gone)", reason, rec.owner, extra={"key": key})
-            await self._publish(
+            yield PublishNow(
                 ev.SESSION_ENDED,
                 {"key": key, "reason": reason, "origin": rec.origin, "owner": rec.owner},
             )
@@ -46,33 +80,49 @@ class Lifecycle(GatewayBase):
             return True
         was_setup = session.state.setting_up
         session.transition(SessionState.ENDING)
-        self._fail_queue(session, Outcome(480, "Session Ended"))
+        self.to_msrp.fail_queue(session, Outcome(480, "Session Ended"))
         if was_setup and session.invite is not None and session.dialog is None:
-            with contextlib.suppress(Exception):
-                await self.sip.cancel(session.invite)
+            yield Cancel(session.invite)
         if send_bye:
-            await self._bye(session)
-        await self._forget(session, reason)
+            yield from self.bye(session)
+        yield from self.forget(session, reason)
         return True
 
-    async def _owner_elsewhere(self, owner: str) -> bool:
-        """True when another live node owns it (so it must do the work)."""
-        if owner == self.settings.node_id or self.rpc is None or self.registry is None:
-            return False
-        return await self.registry.alive(owner)
+    @property
+    def forward_timeout(self) -> float:
+        s = self.ctx.settings
+        return max(s.forward_timeout, s.delivery_timeout + 1.0)
 
-    async def _bye(self, session: GwSession) -> None:
+    def owner_elsewhere(self, owner: str) -> Procedure[bool]:
+        """True when another live node owns it (so it must do the work)."""
+        if owner == self.ctx.me or not self.ctx.clustered:
+            return False
+        alive: bool = yield Alive(owner)
+        return alive
+
+    def bye(self, session: GwSession) -> Procedure[None]:
         dialog = session.dialog
         session.dialog = None
         if dialog is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.sip.bye(dialog), 64 * self.sip.config.timers.t1)
+            yield Bye(dialog)
 
-    async def _forget(self, session: GwSession, reason: str) -> None:
+    def forget(self, session: GwSession, reason: str) -> Procedure[None]:
         """Drop the session from this node and the store, once (a set-up ended by MI and
         then failing would otherwise be counted and announced twice)."""
         if session.state is SessionState.ENDED:
             return
+        self.release(session, reason)
+        ctx = self.ctx
+        with contextlib.suppress(*StoreErrors):
+            yield StoreDelete(session.key, ctx.me)
+        ctx.stats.session_ended(reason)
+        log.info("session ended: %s", reason, extra={"key": session.key})
+        yield PublishNow(
+            ev.SESSION_ENDED, {"key": session.key, "reason": reason, "origin": session.origin}
+        )
+
+    def release(self, session: GwSession, reason: str) -> None:
+        """The local half of `forget`: ENDED, the MSRP leg closed, out of the table."""
         if session.state is not SessionState.ENDING:
             session.transition(SessionState.ENDING)
         session.transition(SessionState.ENDED)
@@ -82,68 +132,34 @@ class Lifecycle(GatewayBase):
             # the cycle, so the session is freed by reference counting even once gc.freeze()
             # (gw.node.GcTuner) has put it where the cyclic collector never looks.
             session.msrp = None
-            handle.close(reason)
+            self.ctx.out(CloseMsrp(handle, reason))
         session.invite = None
-        if self.sessions.get(session.key) is session:
-            del self.sessions[session.key]
-        for call_id in (session.record.call_id, session.call_id):
-            if call_id and self.by_call_id.get(call_id) is session:
-                del self.by_call_id[call_id]
-        with contextlib.suppress(RedisError, OSError):
-            await self.store.delete(session.key, owner=self.settings.node_id)
-        self.stats.session_ended(reason)
-        log.info("session ended: %s", reason, extra={"key": session.key})
-        await self._publish(
-            ev.SESSION_ENDED, {"key": session.key, "reason": reason, "origin": session.origin}
-        )
+        self.ctx.table.remove(session)
 
-    async def _refresh_deadline(self, session: GwSession, *, page: bool) -> bool:
-        """Push the session's deadline in Redis for one side (`page`: the page-mode side).
-
-        One push at a time per side: messages arriving while one is in flight wait for it
-        instead of sending their own, since replies on different pooled connections could
-        come back in another order and the messages would go out in another order. Waiters
-        resume in arrival order. A store error is raised, to the waiters too; False: Redis
-        had lost the record and it could not be rebuilt."""
-        touching = session.touching if page else session.touching_msrp
-        if touching is not None:
-            await asyncio.shield(touching)
-            return True
-        touching = asyncio.get_running_loop().create_future()
-        if page:
-            session.touching = touching
-        else:
-            session.touching_msrp = touching
-        now = time.time()
+    def refresh(self, session: GwSession, *, page: bool) -> Procedure[bool]:
+        """Push the session's deadline in the store for one side (`page`: page-mode side).
+        A store error is raised; False: the store had lost the record and it could not be
+        rebuilt. The adapter runs one at a time per session and side (`Refresh`)."""
+        now = self.ctx.clock.time()
         try:
-            await self.store.touch(session.key, page_message=page, now=now)
-            if page:
-                session.touched_page = now
-            else:
-                session.touched_msrp = now
+            yield StoreTouch(session.key, page, now)
         except SessionNotFound:
-            # Redis lost it (restart without persistence): we hold the live session.
-            return await self._rebuild(session)
-        except (RedisError, OSError) as exc:
-            touching.set_exception(exc)  # the waiters fail like this one
-            touching.exception()  # retrieved: no "never retrieved" log without waiters
-            raise
-        finally:
-            if page:
-                session.touching = None
-            else:
-                session.touching_msrp = None
-            if not touching.done():
-                touching.set_result(None)
+            # The store lost it (restart without persistence): we hold the live session.
+            return (yield from self.rebuild(session))
+        if page:
+            session.touched_page = now
+        else:
+            session.touched_msrp = now
         return True
 
-    async def _rebuild(self, session: GwSession) -> bool:
-        """Re-create the record of a live session Redis lost; if another node created the
-        key meanwhile, that one wins and ours ends cleanly (BYE)."""
+    def rebuild(self, session: GwSession) -> Procedure[bool]:
+        """Re-create the record of a live session the store lost; if another node created
+        the key meanwhile, that one wins and ours ends cleanly (BYE)."""
         if session.state.over:
-            return False  # ended while we were waiting for Redis: nothing to rebuild
+            return False  # ended while we were waiting for the store: nothing to rebuild
+        ctx = self.ctx
         rec = session.record
-        rec.owner = self.settings.node_id
+        rec.owner = ctx.me
         rec.state = "active" if session.state is SessionState.ACTIVE else "setup"
         if session.dialog is not None:
             d = session.dialog
@@ -151,82 +167,57 @@ class Lifecycle(GatewayBase):
         if session.msrp is not None:
             rec.local_path = [str(session.msrp.local_uri)]
             rec.peer_path = [str(u) for u in session.msrp.peer_path]
-        rec.created = rec.created or time.time()
-        rec.last_message = rec.last_send = time.time()
-        if await self.store.create(rec):
-            self.stats.sessions_rebuilt += 1
+        now = ctx.clock.time()
+        rec.created = rec.created or now
+        rec.last_message = rec.last_send = now
+        if (yield StoreCreate(rec)):
+            ctx.stats.sessions_rebuilt += 1
             log.info("session record rebuilt from live state", extra={"key": session.key})
             return True
-        await self.end_session(session.key, "superseded")
+        yield from self.end_session(session.key, "superseded")
         return False
 
-    async def reconcile(self) -> None:
-        """Rebuild records of live sessions that Redis lost (restart, failover, flush)."""
-        keys = [k for k, s in self.sessions.items() if s.state is SessionState.ACTIVE]
+    def reconcile(self) -> Procedure[None]:
+        """Rebuild records of live sessions the store lost (restart, failover, flush)."""
+        table = self.ctx.table
+        keys = [k for k in table if (s := table.get(k)) and s.state is SessionState.ACTIVE]
         for start in range(0, len(keys), 500):
             batch = keys[start : start + 500]
-            found = await self.store.existing(batch)
+            found: list[bool] = yield StoreExisting(batch)
             for key, exists in zip(batch, found, strict=True):
-                session = self.sessions.get(key)
+                session = table.get(key)
                 if not exists and session is not None and session.state is SessionState.ACTIVE:
-                    await self._rebuild(session)
+                    yield from self.rebuild(session)
 
-    async def on_expired(self, key: str) -> None:
+    def expired(self, key: str) -> Procedure[None]:
         """The session's deadline passed (keyspace notification or sweep)."""
+        ctx = self.ctx
         try:
-            rec = await self.store.get(key)
-        except (RedisError, OSError):
+            rec: SessionRecord | None = yield StoreGet(key)
+        except StoreErrors:
             return
         if rec is None:
             return
-        if self.store.deadline(rec) > time.time() + 0.5:
+        if self.deadline_of(rec) > ctx.clock.time() + 0.5:
             return  # touched meanwhile: a new deadline is armed
-        if rec.owner != self.settings.node_id and key not in self.sessions:
-            # Its owner ends it; when the owner is dead, the first node to see it does.
-            alive = self.registry is None or await self.registry.alive(rec.owner)
-            if alive:
-                return
-        with contextlib.suppress(RedisError, OSError):
-            await self.end_session(key, "expired")
+        # Its owner ends it; when the owner is dead, the first node to see it does.
+        elsewhere = rec.owner != ctx.me and ctx.table.get(key) is None and ctx.clustered
+        if elsewhere and (yield Alive(rec.owner)):
+            return
+        with contextlib.suppress(*StoreErrors):
+            yield from self.end_session(key, "expired")
 
-    async def sweep(self) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            for key in await self.store.expired_sweep(count=self.scan_count):
-                await self.on_expired(key)
-            await self.reconcile()
+    def sweep(self) -> Procedure[None]:
+        """cleanup_interval: the sessions whose expiry event was missed, and lost records."""
+        try:
+            for key in (yield StoreSweep(self.scan_count)):
+                yield from self.expired(key)
+            yield from self.reconcile()
+        except StoreErrors:
+            pass
 
-    async def drain(self) -> None:
+    def drain(self) -> Procedure[None]:
         """SIGTERM: take no new work, end what we own with BYE."""
-        self.draining = True
-        for key in list(self.sessions):
-            await self.end_session(key, "shutdown")
-
-    async def list_sessions(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        async for rec in self.store.iter_sessions(self.scan_count):
-            local = self.sessions.get(rec.key)
-            sid = rec.local_path[0].rsplit("/", 1)[-1].split(";")[0] if rec.local_path else ""
-            out.append(
-                {
-                    # The fields of OpenSIPS msrp_gateway's msrp_gw_list_sessions first...
-                    "key": rec.key,
-                    "msg_side_from": rec.msg_from,
-                    "msg_side_to": rec.msg_to,
-                    "msg_side_ruri": rec.msg_ruri,
-                    "msrp_ua_session_id": sid,
-                    # ...then ours.
-                    "state": local.state.record_state if local else rec.state,
-                    "origin": rec.origin,
-                    "owner": rec.owner,
-                    "from": rec.msg_from,
-                    "to": rec.msg_to,
-                    "ruri": rec.msg_ruri,
-                    "msrp_session_id": sid,
-                    "peer_path": rec.peer_path,
-                    "created": rec.created,
-                    "last_message": rec.last_message,
-                    "last_send": rec.last_send,
-                    "queued": local.queued if local else None,
-                }
-            )
-        return out
+        self.ctx.draining = True
+        for key in self.ctx.table:
+            yield from self.end_session(key, "shutdown")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from gw.gateway.state import SessionState, check_transition
 from gw.msrp.endpoint import Session as MsrpHandle
 from gw.msrp.events import MessageReceived, SessionEvent
 from gw.sip.dialog import Dialog
+from gw.sip.endpoint import IncomingRequest
 from gw.sip.message import Request
 from gw.sip.uri import parse_name_addr
 from gw.store.records import Origin, SessionRecord
@@ -35,29 +35,29 @@ def retry_after_header(seconds: int) -> tuple[str, str]:
     return ("Retry-After", str(seconds))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Pending:
     """A page-mode message waiting for (or in) delivery on the MSRP side.
 
-    `done` gets its outcome exactly once, through `settle` (which also stops the
-    delivery timer, when one runs)."""
+    It gets its outcome exactly once (`GatewayCore.settle`). Its answer goes to `reply`,
+    the MESSAGE's server transaction, when the message came on the fast path; a
+    procedure that carries a forwarded or routed message waits for it (`AwaitOutcome`).
+    `timer` and `waiter` belong to the adapter (the delivery timer, the waiting future)."""
 
     body: bytes
     content_type: str
-    done: asyncio.Future[Outcome]
-    call_id: str = ""
-    timer: asyncio.TimerHandle | None = None
+    call_id: str
+    started: float  # perf counter, for the latency histogram
+    reply: IncomingRequest | None = None
+    accepted: bool = False  # reply_mode accept: 202 was given, the outcome is only counted
+    message_id: str = ""  # its MSRP Message-ID once sent
+    outcome: Outcome | None = None
+    timer: object | None = None
+    waiter: object | None = None
 
     @property
     def size(self) -> int:
         return len(self.body)
-
-    def settle(self, outcome: Outcome) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if not self.done.done():
-            self.done.set_result(outcome)
 
 
 def mirror_into(page: PageMessage, record: SessionRecord) -> None:
@@ -69,7 +69,7 @@ def mirror_into(page: PageMessage, record: SessionRecord) -> None:
     record.marks, record.max_forwards = list(page.marks), page.max_forwards
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class GwSession:
     """One session this node owns, kept small: a node holds many idle ones.
 
@@ -92,8 +92,9 @@ class GwSession:
     trace: bool = False
     touched_page: float = 0.0  # wall clock of the last deadline refresh, per side
     touched_msrp: float = 0.0
-    touching: asyncio.Future[None] | None = None  # the page-side refresh in flight, if any
-    touching_msrp: asyncio.Future[None] | None = None  # the same, MSRP side
+    # the deadline refresh in flight, per side (the adapter's; the core only tests for one)
+    touching: object | None = None
+    touching_msrp: object | None = None
     # MSRP messages waiting for that refresh, in arrival order; None when none waits
     to_page_waiting: deque[MessageReceived] | None = None
     sink: Callable[[GwSession, SessionEvent], None] | None = None  # the gateway's handler

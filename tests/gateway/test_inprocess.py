@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from gw.config import Config
-from gw.gateway import base as gateway_base
-from gw.gateway.base import Backlog, KeyLocks
+from gw.gateway import table as gateway_table
+from gw.gateway.engine import KeyLocks
+from gw.gateway.settings import Backlog
 from gw.gateway.session import GwSession
 from gw.gateway.stats import Direction
 from gw.node import GcTuner, Node
@@ -31,9 +32,9 @@ from tests.support.page_user import PageUser
 from tests.support.redis_server import RedisServer
 
 KEY = "alice@127.0.0.1-bob@127.0.0.1"
-# Tasks the gateway itself would start for a message (the SIP endpoint runs a request
-# handler's coroutine in SipEndpoint._guard).
-GATEWAY_TASKS = ("SipEndpoint._guard", "PageSide.", "SessionSide.", "Lifecycle.", "GatewayBase.")
+# Tasks the gateway itself would start for a message: the adapter runs each procedure of
+# the core in Gateway._drive (the SIP endpoint's are SipEndpoint._guard).
+GATEWAY_TASKS = ("SipEndpoint._guard", "Gateway.")
 
 
 class InProcess:
@@ -128,9 +129,9 @@ async def test_message_on_an_established_session_starts_no_gateway_task(
     received = await msrp_user.wait_for(11)
     assert [r.body for r in received[1:]] == [f"m{i}".encode() for i in range(10)]
     # Only a message due to refresh the deadline in Redis (once a second per session) runs
-    # as a task (the endpoint's _guard around the gateway's coroutine), as before.
+    # as a task (the adapter driving the core's slow-path procedure), as before.
     tasks = counter.gateway_tasks()
-    assert set(tasks) <= {"SipEndpoint._guard"} and tasks.get("SipEndpoint._guard", 0) <= 2, (
+    assert set(tasks) <= {"Gateway._drive"} and tasks.get("Gateway._drive", 0) <= 2, (
         counter.names
     )
     backlog = node.gw.backlog()
@@ -147,13 +148,13 @@ async def test_idle_session_keeps_no_invite_queue_task_or_lock(
     session: GwSession = gw.sessions[KEY]
     assert session.invite is None, "the INVITE is dropped once the dialog is up"
     assert session.dialog is not None and session.call_id == session.dialog.call_id
-    assert gw.by_call_id[session.call_id] is session
+    assert gw.core.ctx.table.by_call_id(session.call_id) is session
     assert session.queue is None and session.queued == 0 and session.queued_bytes == 0
     assert not hasattr(session, "__dict__"), "slots"
     assert gw.backlog() == Backlog(0, 0, 0, 0), "no message, lock or task per idle session"
     assert session.peer_types == ("text/plain",)
     # Sessions share one interned tuple per distinct list of types.
-    assert gw.types(["text/plain"]) is session.peer_types
+    assert gw.core.ctx.table.types(["text/plain"]) is session.peer_types
 
 
 async def test_ended_session_is_freed_without_the_cyclic_collector(
@@ -177,13 +178,13 @@ async def test_send_to_message_parses_the_coordinates_once(
     node: InProcess, msrp_user: MsrpUser, page: PageUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parsed: list[str] = []
-    real = gateway_base.parse_name_addr
+    real = gateway_table.parse_name_addr
 
     def counting(text: str) -> Any:
         parsed.append(text)
         return real(text)
 
-    monkeypatch.setattr(gateway_base, "parse_name_addr", counting)
+    monkeypatch.setattr(gateway_table, "parse_name_addr", counting)
     status, handle = await msrp_user.call(node.sip("udp"), to=page.aor("alice"))
     assert status == 200 and handle is not None
     for i in range(5):

@@ -1,0 +1,221 @@
+"""`msrp_gw_answer`: answering an INVITE with an MSRP stream, and the dialog's later
+requests (re-INVITE, BYE, the rest)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from redis.exceptions import RedisError
+
+from gw.gateway import events as ev
+from gw.gateway.commands import (
+    CloseMsrp,
+    Connect,
+    DialogOf,
+    Procedure,
+    PublishNow,
+    Respond,
+    Spawn,
+    StoreCreate,
+    StoreDelete,
+    StoreUpdate,
+)
+from gw.gateway.context import Context, log
+from gw.gateway.legs import Role
+from gw.gateway.lifecycle import Lifecycle
+from gw.gateway.loops import hops_of
+from gw.gateway.policy import Decision
+from gw.gateway.session import GwSession
+from gw.gateway.settings import ALLOW
+from gw.gateway.state import SessionState
+from gw.msrp.endpoint import MsrpSessionError
+from gw.sip.endpoint import IncomingRequest
+from gw.sip.sdp import SdpError, answer_setup, find_msrp_media, negotiate_types, parse_sdp
+from gw.store.records import SessionRecord
+
+__all__ = ["Answering"]
+
+StoreErrors = (RedisError, OSError)
+
+
+class Answering:
+    def __init__(self, ctx: Context, lifecycle: Lifecycle) -> None:
+        self.ctx = ctx
+        self.lifecycle = lifecycle
+
+    def invite(self, txn: IncomingRequest, decision: Decision) -> Procedure[None]:
+        """An out-of-dialog INVITE the policy answers: validate the whole offer, replace the
+        key's session, record the new one, answer 200 with our SDP."""
+        ctx = self.ctx
+        request = txn.request
+        if ctx.draining:
+            ctx.unavailable(txn, "draining")
+            return
+        try:
+            offer = parse_sdp(request.body)
+            media = find_msrp_media(offer)
+        except SdpError as exc:
+            ctx.reject(txn, 400, "Bad SDP", str(exc))
+            return
+        if media is None:
+            ctx.reject(
+                txn,
+                488,
+                "No MSRP Stream",
+                "sdp",
+                [("Warning", '304 msrp-gw "Media type not available"')],
+            )
+            return
+        types = negotiate_types(
+            media.accept_types, decision.content_types or ctx.settings.content_types
+        )
+        if not types:
+            ctx.reject(
+                txn,
+                488,
+                "No Acceptable Content Type",
+                "sdp",
+                [("Warning", '305 msrp-gw "Incompatible media format"')],
+            )
+            return
+        if ctx.table.get(decision.key) is not None:
+            yield from self.lifecycle.end_session(decision.key, "replaced")
+        setup = answer_setup(media.setup) if media.setup else None
+        role: Role = "active" if setup == "active" else "passive"
+        local_uri = ctx.legs.new_local_uri()
+        now = ctx.clock.time()
+        hops = hops_of(request)
+        record = SessionRecord(
+            key=decision.key,
+            state="active",
+            origin="answer",
+            owner=ctx.me,
+            msg_from=decision.from_uri,
+            msg_to=decision.to_uri,
+            msg_ruri=decision.ruri,
+            call_id=request.call_id,
+            remote_tag=request.from_.tag or "",
+            local_path=[str(local_uri)],
+            peer_path=list(media.path),
+            content_types=types,
+            created=now,
+            last_message=now,
+            last_send=now,
+            marks=list(hops.marks),
+            max_forwards=hops.max_forwards,
+        )
+        try:
+            if not (yield StoreCreate(record)):
+                yield StoreDelete(decision.key)
+                if not (yield StoreCreate(record)):
+                    ctx.unavailable(txn, "session create race")
+                    return
+        except StoreErrors as exc:
+            log.warning("store unavailable: %s", exc)
+            ctx.unavailable(txn, "store")
+            return
+        session = GwSession(
+            key=decision.key,
+            origin="answer",
+            record=record,
+            state=SessionState.ACTIVE,
+            call_id=request.call_id,
+            peer_types=ctx.table.types(media.accept_types),
+        )
+        try:
+            handle = ctx.legs.open(session, media, local_uri=local_uri, role=role, types=types)
+        except MsrpSessionError as exc:  # relay configured but down
+            with contextlib.suppress(*StoreErrors):
+                yield StoreDelete(decision.key)
+            ctx.unavailable(txn, f"msrp relay: {exc}")
+            return
+        session.msrp = handle
+        ctx.table.add(session)
+        ctx.stats.sessions_created["answer"] += 1
+        answer = ctx.legs.answer(media, handle, types=types, setup=setup, offer=offer)
+        ctx.out(Respond(txn, 200, "OK", body=answer, content_type="application/sdp"))
+        session.dialog = yield DialogOf(txn)
+        if session.dialog is not None:
+            yield StoreUpdate(decision.key, {"local_tag": session.dialog.local_tag})
+        log.info(
+            "session started",
+            extra={"key": session.key, "origin": "answer", "call_id": request.call_id},
+        )
+        yield PublishNow(ev.SESSION_STARTED, {"key": session.key, "origin": "answer"})
+        if role == "active":
+            ctx.out(Spawn(self.connect(session)))
+
+    def connect(self, session: GwSession) -> Procedure[None]:
+        """We are the active side (the offer said a=setup:passive): open the leg."""
+        handle = session.msrp
+        if handle is None:
+            return  # ended meanwhile
+        try:
+            yield Connect(handle, self.ctx.settings.setup_timeout)
+        except (MsrpSessionError, TimeoutError, OSError) as exc:
+            log.info("cannot connect to MSRP peer: %s", exc, extra={"key": session.key})
+            yield from self.lifecycle.end_session(session.key, "msrp connect failed")
+
+    def in_dialog(self, txn: IncomingRequest) -> Procedure[None]:
+        """A request inside a dialog (or with a To tag): BYE ends the session, a re-INVITE
+        updates its MSRP leg, the rest is answered as a UA does."""
+        ctx = self.ctx
+        request = txn.request
+        session = ctx.table.by_call_id(request.call_id)
+        if request.method == "BYE":
+            ctx.out(Respond(txn, 200, "OK"))
+            if session is not None:
+                yield from self.lifecycle.end_session(session.key, "bye", send_bye=False)
+            return
+        if request.method == "INVITE" and session is not None:
+            yield from self.reinvite(txn, session)
+            return
+        status = 200 if request.method == "OPTIONS" else 405
+        ctx.out(
+            Respond(
+                txn, status, "OK" if status == 200 else "Method Not Allowed", [("Allow", ALLOW)]
+            )
+        )
+
+    def reinvite(self, txn: IncomingRequest, session: GwSession) -> Procedure[None]:
+        """A new offer: update the peer path and types (the MSRP session is re-created
+        when the path changed)."""
+        ctx = self.ctx
+        request = txn.request
+        try:
+            offer = parse_sdp(request.body) if request.body else None
+            media = find_msrp_media(offer) if offer is not None else None
+        except SdpError:
+            offer = media = None
+        if media is None or session.msrp is None:
+            ctx.out(Respond(txn, 488, "Not Acceptable Here"))
+            return
+        types = negotiate_types(media.accept_types, session.record.content_types)
+        if not types:
+            ctx.out(Respond(txn, 488, "No Acceptable Content Type"))
+            return
+        old = session.msrp
+        setup = answer_setup(media.setup) if media.setup else None
+        role: Role = "active" if setup == "active" else "passive"
+        local_uri = old.local_uri
+        if [str(u) for u in old.peer_path] != list(media.path):
+            try:
+                new = ctx.legs.open(
+                    session, media, local_uri=ctx.legs.new_local_uri(), role=role, types=types
+                )
+            except MsrpSessionError:  # relay configured but down
+                ctx.unavailable(txn, "msrp relay down")
+                return
+            session.msrp = new
+            # Closed after the swap: its SessionClosed must not end the session.
+            ctx.out(CloseMsrp(old, "re-INVITE"))
+            local_uri = new.local_uri
+        session.peer_types = ctx.table.types(media.accept_types)
+        answer = ctx.legs.answer(media, session.msrp, types=types, setup=setup, offer=offer)
+        ctx.out(Respond(txn, 200, "OK", body=answer, content_type="application/sdp"))
+        with contextlib.suppress(*StoreErrors):
+            yield StoreUpdate(
+                session.key, {"peer_path": list(media.path), "local_path": [str(local_uri)]}
+            )
+        if role == "active" and session.msrp is not old:
+            ctx.out(Spawn(self.connect(session)))

@@ -1,0 +1,130 @@
+"""What every part of the gateway core shares: settings, outbox, counters, sessions, clock.
+
+The parts (gw.gateway.to_msrp, to_page, setup, routing, answering, lifecycle) are small
+objects that each take this context and the parts they call, explicitly: composition,
+where a tower of mixins used to share one `self`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gw.gateway.commands import Outbox, Publish, Respond
+from gw.gateway.legs import MsrpLegs
+from gw.gateway.loops import Hops, Onward, onward
+from gw.gateway.rules import Refusal
+from gw.gateway.session import busy
+from gw.gateway.settings import GatewaySettings
+from gw.gateway.stats import GatewayStats
+from gw.gateway.table import LocalSessions
+from gw.sip.endpoint import IncomingRequest
+from gw.sip.message import Request
+from gw.sip.uri import NameAddr, SipUri
+from gw.store.records import SessionRecord
+
+__all__ = ["Clock", "Context", "SipRequests", "SystemClock", "log"]
+
+log = logging.getLogger("gw.gateway")
+
+
+class Clock(Protocol):
+    """The core's only source of time (tests pass a fake one)."""
+
+    def time(self) -> float:
+        """Wall-clock seconds: the store's deadlines are wall-clock."""
+
+    def perf(self) -> float:
+        """A monotonic counter, for latencies and log-rate limits."""
+
+
+class SystemClock:
+    def time(self) -> float:
+        return time.time()
+
+    def perf(self) -> float:
+        return time.perf_counter()
+
+
+class SipRequests(Protocol):
+    """How the core builds the SIP requests it sends (the endpoint's factory: no I/O)."""
+
+    def new_request(
+        self,
+        method: str,
+        uri: SipUri | str,
+        *,
+        from_: NameAddr | str,
+        to: NameAddr | str,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        max_forwards: int = 70,
+    ) -> Request: ...
+
+    def contact(self) -> str:
+        """Our Contact URI for the dialogs we set up."""
+
+    def own_sent_by(self) -> frozenset[str]:
+        """host:port of our listeners, as our Via sent-by says them (loop detection)."""
+
+
+@dataclass
+class Context:
+    settings: GatewaySettings
+    sip: SipRequests
+    legs: MsrpLegs
+    clock: Clock = field(default_factory=SystemClock)
+    out: Outbox = field(default_factory=Outbox)
+    stats: GatewayStats = field(default_factory=GatewayStats)
+    table: LocalSessions = field(default_factory=LocalSessions)
+    clustered: bool = False  # peer nodes may own keys (a registry and an RPC inbox exist)
+    draining: bool = False
+    # observes a translation's latency ("page_to_msrp" | "msrp_to_page", seconds): metrics
+    on_latency: Callable[[str, float], None] | None = None
+
+    @property
+    def me(self) -> str:
+        return self.settings.node_id
+
+    @property
+    def deployment(self) -> str:
+        return self.settings.deployment or self.settings.node_id
+
+    def onward(self, rec: SessionRecord) -> Onward:
+        """Marks and Max-Forwards of what we send for the session `rec` (gw.gateway.loops)."""
+        return onward(Hops(tuple(rec.marks), rec.max_forwards), self.deployment)
+
+    def publish(self, name: str, data: dict[str, Any]) -> None:
+        self.out(Publish(name, data))
+
+    def reject(
+        self,
+        txn: IncomingRequest,
+        code: int,
+        reason: str,
+        why: str,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Refuse a request: the answer, a counter and a log line saying why."""
+        self.stats.rejected[code] += 1
+        log.info(
+            "rejected %s with %d %s (%s)",
+            txn.request.method,
+            code,
+            reason,
+            why,
+            extra={"call_id": txn.request.get("Call-ID") or ""},
+        )
+        self.out(Respond(txn, code, reason, headers or []))
+
+    def refuse(self, txn: IncomingRequest, refusal: Refusal) -> None:
+        o = refusal.outcome
+        self.reject(txn, o.status, o.reason, refusal.why, o.headers)
+
+    def unavailable(self, txn: IncomingRequest, why: str) -> None:
+        o = busy("Service Unavailable", self.settings.retry_after)
+        self.reject(txn, o.status, o.reason, why, o.headers)
