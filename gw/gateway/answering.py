@@ -15,6 +15,7 @@ from gw.gateway.commands import (
     Procedure,
     PublishNow,
     Respond,
+    ServerTxn,
     Spawn,
     StoreCreate,
     StoreDelete,
@@ -29,7 +30,6 @@ from gw.gateway.session import GwSession
 from gw.gateway.settings import ALLOW
 from gw.gateway.state import SessionState
 from gw.msrp.endpoint import MsrpSessionError
-from gw.sip.endpoint import IncomingRequest
 from gw.sip.sdp import SdpError, answer_setup, find_msrp_media, negotiate_types, parse_sdp
 from gw.store.records import SessionRecord
 
@@ -43,7 +43,7 @@ class Answering:
         self.ctx = ctx
         self.lifecycle = lifecycle
 
-    def invite(self, txn: IncomingRequest, decision: Decision) -> Procedure[None]:
+    def invite(self, txn: ServerTxn, decision: Decision) -> Procedure[None]:
         """An out-of-dialog INVITE the policy answers: validate the whole offer, replace the
         key's session, record the new one, answer 200 with our SDP."""
         ctx = self.ctx
@@ -121,6 +121,8 @@ class Answering:
             state=SessionState.ACTIVE,
             call_id=request.call_id,
             peer_types=ctx.table.types(media.accept_types),
+            touched_page=now,  # the record was written just now: no refresh due yet
+            touched_msrp=now,
         )
         try:
             handle = ctx.legs.open(session, media, local_uri=local_uri, role=role, types=types)
@@ -156,7 +158,7 @@ class Answering:
             log.info("cannot connect to MSRP peer: %s", exc, extra={"key": session.key})
             yield from self.lifecycle.end_session(session.key, "msrp connect failed")
 
-    def in_dialog(self, txn: IncomingRequest) -> Procedure[None]:
+    def in_dialog(self, txn: ServerTxn) -> Procedure[None]:
         """A request inside a dialog (or with a To tag): BYE ends the session, a re-INVITE
         updates its MSRP leg, the rest is answered as a UA does."""
         ctx = self.ctx
@@ -177,7 +179,7 @@ class Answering:
             )
         )
 
-    def reinvite(self, txn: IncomingRequest, session: GwSession) -> Procedure[None]:
+    def reinvite(self, txn: ServerTxn, session: GwSession) -> Procedure[None]:
         """A new offer: update the peer path and types (the MSRP session is re-created
         when the path changed)."""
         ctx = self.ctx

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gw.cluster.messages import RpcRequest
 from gw.msrp.endpoint import Session as MsrpHandle
 from gw.sip.dialog import Dialog
-from gw.sip.endpoint import IncomingRequest
 from gw.sip.message import Request
 from gw.store.records import SessionRecord
 
@@ -32,6 +31,18 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+
+class ServerTxn(Protocol):
+    """A SIP request to answer, as the core sees it (the endpoint's IncomingRequest)."""
+
+    @property
+    def request(self) -> Request: ...
+
+    @property
+    def dialog(self) -> Dialog | None:
+        """The dialog a 2xx to this INVITE created, once answered."""
+
+
 # --- effects: carried out at once, in order; nothing is fed back -------------------------
 
 
@@ -39,7 +50,7 @@ T = TypeVar("T")
 class Respond:
     """Answer a SIP request (once: a request already answered is left alone)."""
 
-    to: IncomingRequest
+    to: ServerTxn
     status: int
     reason: str
     headers: list[tuple[str, str]] = field(default_factory=list)
@@ -267,7 +278,7 @@ class Connect:
 class DialogOf:
     """The dialog our 2xx to this INVITE created (-> Dialog | None)."""
 
-    txn: IncomingRequest
+    txn: ServerTxn
 
 
 @dataclass(frozen=True, slots=True)

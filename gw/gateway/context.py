@@ -13,15 +13,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gw.gateway.commands import Outbox, Publish, Respond
-from gw.gateway.legs import MsrpLegs
+from gw.gateway.commands import Outbox, Publish, Respond, ServerTxn
+from gw.gateway.legs import Legs
 from gw.gateway.loops import Hops, Onward, onward
 from gw.gateway.rules import Refusal
 from gw.gateway.session import busy
 from gw.gateway.settings import GatewaySettings
 from gw.gateway.stats import GatewayStats
 from gw.gateway.table import LocalSessions
-from gw.sip.endpoint import IncomingRequest
 from gw.sip.message import Request
 from gw.sip.uri import NameAddr, SipUri
 from gw.store.records import SessionRecord
@@ -76,7 +75,7 @@ class SipRequests(Protocol):
 class Context:
     settings: GatewaySettings
     sip: SipRequests
-    legs: MsrpLegs
+    legs: Legs
     clock: Clock = field(default_factory=SystemClock)
     out: Outbox = field(default_factory=Outbox)
     stats: GatewayStats = field(default_factory=GatewayStats)
@@ -103,7 +102,7 @@ class Context:
 
     def reject(
         self,
-        txn: IncomingRequest,
+        txn: ServerTxn,
         code: int,
         reason: str,
         why: str,
@@ -121,10 +120,10 @@ class Context:
         )
         self.out(Respond(txn, code, reason, headers or []))
 
-    def refuse(self, txn: IncomingRequest, refusal: Refusal) -> None:
+    def refuse(self, txn: ServerTxn, refusal: Refusal) -> None:
         o = refusal.outcome
         self.reject(txn, o.status, o.reason, refusal.why, o.headers)
 
-    def unavailable(self, txn: IncomingRequest, why: str) -> None:
+    def unavailable(self, txn: ServerTxn, why: str) -> None:
         o = busy("Service Unavailable", self.settings.retry_after)
         self.reject(txn, o.status, o.reason, why, o.headers)

@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gw.gateway.answering import Answering
-from gw.gateway.commands import Procedure, Respond, Spawn
+from gw.gateway.commands import Procedure, Respond, ServerTxn, Spawn
 from gw.gateway.context import Clock, Context, SipRequests, SystemClock, log
-from gw.gateway.legs import MsrpLegs
+from gw.gateway.legs import Legs
 from gw.gateway.lifecycle import Lifecycle
 from gw.gateway.loops import hops_of
 from gw.gateway.policy import ANSWER, MSG_TO_MSRP, OPTIONS, Policy
@@ -44,7 +44,6 @@ from gw.msrp.events import (
     SessionClosed,
     SessionEvent,
 )
-from gw.sip.endpoint import IncomingRequest
 from gw.sip.message import Request
 from gw.sip.uri import SipSyntaxError
 
@@ -57,7 +56,7 @@ class GatewayCore:
         settings: GatewaySettings,
         *,
         sip: SipRequests,
-        legs: MsrpLegs,
+        legs: Legs,
         policy: Policy,
         clock: Clock | None = None,
         new_id: Callable[[], str] = random_hex,
@@ -78,7 +77,7 @@ class GatewayCore:
 
     # -- SIP requests ----------------------------------------------------------------------
 
-    def request(self, txn: IncomingRequest) -> None:
+    def request(self, txn: ServerTxn) -> None:
         """A SIP request from the endpoint (its server transaction: `txn`)."""
         ctx = self.ctx
         request = txn.request

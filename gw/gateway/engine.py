@@ -16,7 +16,7 @@ import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 
@@ -288,8 +288,9 @@ class Gateway:
             self._flushing = False
 
     def _respond(self, e: c.Respond) -> None:
-        if not e.to.final_sent:
-            e.to.respond(
+        txn = cast(IncomingRequest, e.to)  # the core answers what this adapter fed it
+        if not txn.final_sent:
+            txn.respond(
                 e.status, e.reason, headers=e.headers, body=e.body, content_type=e.content_type
             )
 
@@ -364,6 +365,7 @@ class Gateway:
         e.pending.timer = None
 
     def _timer_fired(self, pending: Pending, session: GwSession) -> None:
+        pending.timer = None
         self.core.delivery_timeout(pending, session)
         self._flush()
 

@@ -8,7 +8,7 @@ used to drop `a=accept-wrapped-types`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from gw.msrp.endpoint import MsrpEndpoint
 from gw.msrp.endpoint import Session as MsrpHandle
@@ -20,9 +20,37 @@ if TYPE_CHECKING:
     from gw.gateway.session import GwSession
     from gw.gateway.settings import GatewaySettings
 
-__all__ = ["MsrpLegs", "Role"]
+__all__ = ["Legs", "MsrpLegs", "Role"]
 
 Role = Literal["active", "passive"]
+
+
+class Legs(Protocol):
+    """What the gateway core needs to make MSRP legs (MsrpLegs; a fake in unit tests)."""
+
+    def new_local_uri(self) -> MsrpUri: ...
+
+    def offer(self, local_uri: MsrpUri, types: Sequence[str], setup: str | None) -> bytes: ...
+
+    def open(
+        self,
+        session: GwSession,
+        media: MsrpMedia,
+        *,
+        local_uri: MsrpUri,
+        role: Role,
+        types: Sequence[str],
+    ) -> MsrpHandle: ...
+
+    def answer(
+        self,
+        media: MsrpMedia,
+        handle: MsrpHandle,
+        *,
+        types: Sequence[str],
+        setup: str | None,
+        offer: SessionDescription | None,
+    ) -> bytes: ...
 
 
 class MsrpLegs:

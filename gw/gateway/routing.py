@@ -22,6 +22,7 @@ from gw.gateway.commands import (
     Procedure,
     PublishNow,
     Refresh,
+    ServerTxn,
     Sleep,
     StoreClaim,
     StoreCreate,
@@ -33,7 +34,6 @@ from gw.gateway.session import GwSession, Outcome, busy
 from gw.gateway.settings import TOUCH_INTERVAL
 from gw.gateway.setup import Setups
 from gw.gateway.to_msrp import PageToMsrp
-from gw.sip.endpoint import IncomingRequest
 from gw.store.records import SessionRecord
 
 __all__ = ["Routing"]
@@ -48,9 +48,7 @@ class Routing:
         self.setups = setups
         self.lifecycle = lifecycle
 
-    def answer_page(
-        self, page: PageMessage, txn: IncomingRequest, started: float
-    ) -> Procedure[None]:
+    def answer_page(self, page: PageMessage, txn: ServerTxn, started: float) -> Procedure[None]:
         """The slow path of a MESSAGE this node received: route it, then answer it."""
         outcome = yield from self.route_page(page, started)
         self.to_msrp.answer(txn, started, outcome)

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gw.cluster.messages import PageMessage
+from gw.gateway.commands import ServerTxn
 from gw.gateway.state import SessionState, check_transition
 from gw.msrp.endpoint import Session as MsrpHandle
 from gw.msrp.events import MessageReceived, SessionEvent
 from gw.sip.dialog import Dialog
-from gw.sip.endpoint import IncomingRequest
 from gw.sip.message import Request
 from gw.sip.uri import parse_name_addr
 from gw.store.records import Origin, SessionRecord
@@ -48,10 +48,11 @@ class Pending:
     content_type: str
     call_id: str
     started: float  # perf counter, for the latency histogram
-    reply: IncomingRequest | None = None
+    reply: ServerTxn | None = None
     accepted: bool = False  # reply_mode accept: 202 was given, the outcome is only counted
     message_id: str = ""  # its MSRP Message-ID once sent
     outcome: Outcome | None = None
+    timed: bool = False  # its delivery timer is armed
     timer: object | None = None
     waiter: object | None = None
 

@@ -21,7 +21,16 @@ from collections.abc import Callable
 
 from gw.cluster.messages import PageMessage
 from gw.gateway import events as ev
-from gw.gateway.commands import Procedure, Respond, SendMsrp, Spawn, StartTimer, StopTimer, Wake
+from gw.gateway.commands import (
+    Procedure,
+    Respond,
+    SendMsrp,
+    ServerTxn,
+    Spawn,
+    StartTimer,
+    StopTimer,
+    Wake,
+)
 from gw.gateway.context import Context, log
 from gw.gateway.loops import hops_of
 from gw.gateway.policy import Decision
@@ -38,7 +47,6 @@ from gw.gateway.state import SessionState
 from gw.gateway.stats import Direction
 from gw.ids import random_hex
 from gw.msrp.events import MessageAborted, MessageDelivered, MessageFailed
-from gw.sip.endpoint import IncomingRequest
 from gw.sip.uri import NameAddr
 
 __all__ = ["PageToMsrp"]
@@ -55,11 +63,11 @@ class PageToMsrp:
         # Page-mode messages on the MSRP side, by MSRP Message-ID, until their outcome.
         self.sending: dict[str, Pending] = {}
         # The slow path: a procedure that ends in `submit` (set by GatewayCore).
-        self.route: Callable[[PageMessage, IncomingRequest, float], Procedure[None]] | None = None
+        self.route: Callable[[PageMessage, ServerTxn, float], Procedure[None]] | None = None
 
     # -- 1. the MESSAGE ------------------------------------------------------------------
 
-    def message(self, txn: IncomingRequest, decision: Decision) -> None:
+    def message(self, txn: ServerTxn, decision: Decision) -> None:
         ctx = self.ctx
         request = txn.request
         ctype = request.content_type
@@ -117,7 +125,7 @@ class PageToMsrp:
         call_id: str,
         started: float,
         *,
-        reply: IncomingRequest | None = None,
+        reply: ServerTxn | None = None,
     ) -> Pending | Outcome:
         """Queue a page-mode message on the session, and send it when the session is up.
 
@@ -154,6 +162,7 @@ class PageToMsrp:
                 self.answer(reply, started, outcome)
             return outcome
         if pending.outcome is None:
+            pending.timed = True
             ctx.out(StartTimer(pending, session, ctx.settings.delivery_timeout))
         return pending
 
@@ -205,7 +214,7 @@ class PageToMsrp:
 
     def delivery_timeout(self, pending: Pending, session: GwSession) -> None:
         """`delivery_timeout` passed without an outcome (the StartTimer of `submit`)."""
-        pending.timer = None
+        pending.timed = False
         if pending.outcome is not None:
             return
         session.unqueue(pending)  # still waiting for the session: it never will be sent
@@ -219,7 +228,8 @@ class PageToMsrp:
             return
         pending.outcome = outcome
         ctx = self.ctx
-        if pending.timer is not None:
+        if pending.timed:
+            pending.timed = False
             ctx.out(StopTimer(pending))
         if pending.reply is not None:
             self.answer(pending.reply, pending.started, outcome)
@@ -243,7 +253,7 @@ class PageToMsrp:
         while (pending := session.pop()) is not None:
             self.settle(pending, outcome, key=session.key)
 
-    def answer(self, txn: IncomingRequest, started: float, outcome: Outcome) -> None:
+    def answer(self, txn: ServerTxn, started: float, outcome: Outcome) -> None:
         """The MESSAGE's answer (a 503 always says when to retry)."""
         ctx = self.ctx
         if ctx.on_latency is not None:

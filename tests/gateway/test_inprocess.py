@@ -23,8 +23,8 @@ import pytest
 from gw.config import Config
 from gw.gateway import table as gateway_table
 from gw.gateway.engine import KeyLocks
-from gw.gateway.settings import Backlog
 from gw.gateway.session import GwSession
+from gw.gateway.settings import Backlog
 from gw.gateway.stats import Direction
 from gw.node import GcTuner, Node
 from tests.support.msrp_user import MsrpUser
@@ -131,9 +131,7 @@ async def test_message_on_an_established_session_starts_no_gateway_task(
     # Only a message due to refresh the deadline in Redis (once a second per session) runs
     # as a task (the adapter driving the core's slow-path procedure), as before.
     tasks = counter.gateway_tasks()
-    assert set(tasks) <= {"Gateway._drive"} and tasks.get("Gateway._drive", 0) <= 2, (
-        counter.names
-    )
+    assert set(tasks) <= {"Gateway._drive"} and tasks.get("Gateway._drive", 0) <= 2, counter.names
     backlog = node.gw.backlog()
     assert (backlog.messages_to_msrp, backlog.key_locks) == (0, 0)
 
