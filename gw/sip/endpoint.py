@@ -384,7 +384,7 @@ class SipEndpoint:
             self._provisional[key] = on_provisional
         fut.add_done_callback(lambda _f: self._forget_waiter(key))
         self._dispatch(events)
-        self._arm()
+        self.arm()
         return fut
 
     def _forget_waiter(self, key: TxKey) -> None:
@@ -488,7 +488,7 @@ class SipEndpoint:
         fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._waiters[key] = fut
         self._dispatch(events)
-        self._arm()
+        self.arm()
         try:
             return await fut
         finally:
@@ -514,7 +514,7 @@ class SipEndpoint:
             # Done with it: the layer absorbs retransmissions (Timer J) without the TU.
             self._incoming.pop(incoming.key, None)
         self._dispatch(events)
-        self._arm()
+        self.arm()
 
     async def _send_quietly(self, message: Request | Response, dest: Address) -> None:
         try:
@@ -536,7 +536,7 @@ class SipEndpoint:
                 self.stats.requests_in.get(message.method, 0) + 1
             )
             self._dispatch(self.layer.receive_request(message, source, now))
-        self._arm()
+        self.arm()
 
     def _on_parse_error(self, exc: SipParseError, source: Address) -> None:
         self.stats.parse_errors += 1
@@ -676,7 +676,7 @@ class SipEndpoint:
         task.add_done_callback(self._tasks.discard)
 
     # -- timers ----------------------------------------------------------------------------
-    def _arm(self) -> None:
+    def arm(self) -> None:
         """Keep one loop timer at the core's next deadline (no task per timer)."""
         if self._closed or self._loop is None:
             return
@@ -701,7 +701,7 @@ class SipEndpoint:
         now = self.now()
         self._dispatch(self.layer.on_timer(now))
         self._dispatch(self.dialog_layer.on_timer(now))
-        self._arm()
+        self.arm()
 
 
 @functools.lru_cache(maxsize=1024)

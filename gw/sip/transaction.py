@@ -275,6 +275,17 @@ class TransactionLayer:
     def __len__(self) -> int:
         return len(self._txs) + len(self._answered) + len(self._finished)
 
+    @property
+    def timer_entries(self) -> int:
+        """Entries in the timer heap, stale ones included: bounded by the live transactions,
+        since cancelled timers are compacted away (memory under load)."""
+        return len(self._queue)
+
+    @property
+    def transport_addresses(self) -> int:
+        """Addresses with live transactions (kept to fail them on a transport error)."""
+        return len(self._by_addr)
+
     def has(self, key: TxKey) -> bool:
         return key in self._txs or key in self._answered or key in self._finished
 

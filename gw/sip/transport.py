@@ -195,6 +195,12 @@ class TransportLayer:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
 
+    @property
+    def udp_socket(self) -> socket.socket | None:
+        """The UDP listener's socket (its buffer sizes are ops knobs), or None."""
+        udp = self._udp.transport if self._udp is not None else None
+        return None if udp is None else udp.get_extra_info("socket")
+
     # -- sending ---------------------------------------------------------------
     async def send(self, message: Request | Response, dest: Address) -> None:
         if not self.send_now(message, dest):

@@ -15,12 +15,16 @@ __all__ = [
     "SipSyntaxError",
     "SipUri",
     "Via",
+    "cache_sizes",
     "format_params",
     "parse_name_addr",
+    "parse_name_addr_general",
     "parse_params",
     "parse_uint",
     "parse_uri",
+    "parse_uri_general",
     "parse_via",
+    "parse_via_general",
     "split_commas",
 ]
 
@@ -320,9 +324,14 @@ def parse_uint(text: str, maximum: int) -> int:
 # name-addrs (Request-URI, To, Contact, a session's coordinates) come back on every
 # message. Shared values are why SipUri/NameAddr must never be changed, params included.
 # Bounded: a full cache is emptied and refilled.
-_CACHE_MAX = 4096
+CACHE_MAX = 4096
 _uris: dict[str, SipUri] = {}
 _name_addrs: dict[str, NameAddr] = {}
+
+
+def cache_sizes() -> tuple[int, int]:
+    """Entries in the URI and name-addr parse caches (bounded by CACHE_MAX)."""
+    return len(_uris), len(_name_addrs)
 
 
 def parse_uri(text: str) -> SipUri:
@@ -330,8 +339,8 @@ def parse_uri(text: str) -> SipUri:
     uri = _uris.get(text)
     if uri is None:
         m = _SIMPLE_SIP_URI.fullmatch(text)
-        uri = (_simple_uri(m) if m is not None else None) or _parse_uri(text)
-        if len(_uris) >= _CACHE_MAX:
+        uri = (_simple_uri(m) if m is not None else None) or parse_uri_general(text)
+        if len(_uris) >= CACHE_MAX:
             _uris.clear()
         _uris[text] = uri
     return uri
@@ -353,7 +362,9 @@ def _simple_uri(m: re.Match[str], first: int = 1) -> SipUri | None:
     return SipUri(scheme, user, None, host, port, params, None)
 
 
-def _parse_uri(text: str) -> SipUri:
+def parse_uri_general(text: str) -> SipUri:
+    """The full RFC 3261 grammar, without `parse_uri`'s fast path and cache (the
+    reference the fast path is tested against)."""
     text = text.strip()
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME.fullmatch(scheme) or not rest:
@@ -455,14 +466,14 @@ def parse_name_addr(text: str) -> NameAddr:
         return value
     m = _SIMPLE_NAME_ADDR.fullmatch(text)
     if m is None:
-        value = _parse_name_addr(text)
+        value = parse_name_addr_general(text)
     else:
         uri_text = text[m.start(3) : m.end(7)]  # the URI between < and >
         uri = _uris.get(uri_text) or _simple_uri(m, 3)
         if uri is None:
-            value = _parse_name_addr(text)  # port out of range
+            value = parse_name_addr_general(text)  # port out of range
         else:
-            if len(_uris) >= _CACHE_MAX:
+            if len(_uris) >= CACHE_MAX:
                 _uris.clear()
             _uris[uri_text] = uri
             params: dict[str, str | None] = {}
@@ -474,13 +485,14 @@ def parse_name_addr(text: str) -> NameAddr:
             quoted = m.group(2)
             value = NameAddr(uri, m.group(1) if quoted is None else quoted, params)
     if "tag" not in value.params:  # tags are new on every message: not worth keeping
-        if len(_name_addrs) >= _CACHE_MAX:
+        if len(_name_addrs) >= CACHE_MAX:
             _name_addrs.clear()
         _name_addrs[text] = value
     return value
 
 
-def _parse_name_addr(text: str) -> NameAddr:
+def parse_name_addr_general(text: str) -> NameAddr:
+    """The full grammar, without `parse_name_addr`'s fast path and cache."""
     text = text.strip()
     if text == "*":
         return NameAddr(uri=SipUri(scheme="sip", host="*"), wildcard=True)
@@ -608,10 +620,11 @@ def parse_via(text: str) -> Via:
                     name, eq, value = item.partition("=")
                     params[name.lower()] = value if eq else None
             return Via(transport.upper(), host, port, params, f"{proto_name.upper()}/{version}")
-    return _parse_via(text)
+    return parse_via_general(text)
 
 
-def _parse_via(text: str) -> Via:
+def parse_via_general(text: str) -> Via:
+    """The full grammar, without `parse_via`'s fast path."""
     m = _VIA.match(text)
     if not m:
         raise SipSyntaxError(f"bad Via {text!r}")

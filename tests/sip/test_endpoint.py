@@ -16,7 +16,7 @@ from gw.sip.dialog import Dialog
 from gw.sip.endpoint import EndpointConfig, IncomingRequest, SipEndpoint
 from gw.sip.message import Request, Response, parse_message
 from gw.sip.responses import build_response
-from gw.sip.transaction import Address, Timers
+from gw.sip.transaction import Timers
 from gw.sip.transport import ListenSpec
 from gw.sip.uri import parse_uri
 from tests.support.ports import free_port
@@ -164,7 +164,8 @@ async def test_cancel_pending_invite(pair: tuple[SipEndpoint, SipEndpoint, Peer]
 async def test_cancel_without_invite_gets_481(pair: tuple[SipEndpoint, SipEndpoint, Peer]) -> None:
     uac, uas, _ = pair
     invite = invite_to(uac, uas)
-    uac._add_via(invite, Address("UDP", "127.0.0.1", uas.local("UDP").port))
+    # a Via as if the INVITE had been sent (it never was)
+    invite.add("Via", f"SIP/2.0/UDP 127.0.0.1:{uac.local('UDP').port};branch=z9hG4bK-nosent")
     response = await uac.cancel(invite)
     assert response.status == 481
 
@@ -314,8 +315,8 @@ def test_timer_rearm_with_a_past_deadline_under_uvloop() -> None:
 
         ep.layer.next_deadline = lambda: ep.now() - 1.0  # type: ignore[method-assign]
         ep.layer.on_timer = on_timer  # type: ignore[assignment,method-assign]
-        ep._arm()
-        ep._arm()  # a handle for a past deadline exists: compare, don't call when()
+        ep.arm()
+        ep.arm()  # a handle for a past deadline exists: compare, don't call when()
         await asyncio.sleep(0.01)
         ep.layer.next_deadline = lambda: None  # type: ignore[method-assign]
         await ep.close()
@@ -330,9 +331,8 @@ async def test_udp_buffer_size(size: int) -> None:
     ep = SipEndpoint(EndpointConfig(udp_buffer=size), lambda inc: inc.respond(200))
     await ep.start([ListenSpec("UDP", "127.0.0.1", 0)])
     try:
-        udp = ep.transports._udp
-        assert udp is not None and udp.transport is not None
-        sock = udp.transport.get_extra_info("socket")
+        sock = ep.transports.udp_socket
+        assert sock is not None
         got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         with open("/proc/sys/net/core/rmem_default") as f:
             default = 2 * int(f.read())  # Linux reports twice what is set

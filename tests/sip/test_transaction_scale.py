@@ -39,7 +39,7 @@ def test_100k_client_transactions_time_out() -> None:
     counts = Counter(type(e).__name__ for e in tl.on_timer(TIMEOUT + 1.0))
     assert counts == {"Send": N, "TimedOut": N, "Terminated": N}
     assert len(tl) == 0 and tl.next_deadline() is None
-    assert len(tl._queue) < 2048  # stale retransmission timers did not pile up
+    assert tl.timer_entries < 2048  # stale retransmission timers did not pile up
 
 
 def test_100k_server_transactions_answered_and_expired() -> None:
@@ -52,7 +52,7 @@ def test_100k_server_transactions_answered_and_expired() -> None:
         keys.append((event.key, event.request))
     for key, req in keys:  # final responses cancel the guard timers: heap gets compacted
         assert len(tl.respond(key, build_response(req, 200, to_tag="t"), 0.1)) == 1
-    assert len(tl._queue) <= 3 * N
+    assert tl.timer_entries <= 3 * N
     counts = Counter(type(e).__name__ for e in tl.on_timer(0.1 + TIMEOUT))
     assert counts == {"Terminated": N}
-    assert len(tl) == 0 and not tl._by_addr and tl.next_deadline() is None
+    assert len(tl) == 0 and tl.transport_addresses == 0 and tl.next_deadline() is None

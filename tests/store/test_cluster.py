@@ -73,7 +73,7 @@ async def test_store_operations_on_every_primary(rc: RedisCluster, prefix: str) 
         assert await store.create(SessionRecord(key=key, owner="gw1", msg_from="sip:a@x"))
     assert not await store.create(SessionRecord(key=KEYS[0], owner="gw2"))  # exclusive
     for key in KEYS:  # the hash and the deadline share the session's slot
-        names = store._names(key)
+        names = [store.keys.session(key), store.keys.deadline(key)]
         assert len({rc.keyslot(n) for n in names}) == 1
         assert await rc.exists(*names) == 2
     now = time.time()
