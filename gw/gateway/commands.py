@@ -11,12 +11,12 @@ no socket, store or clock of its own. It acts in two ways, as h2 and aioquic do:
   reply). It yields a step, the adapter carries it out and sends the result back (or
   throws the step's exception into the generator). Tests drive procedures with fakes.
 
-Every effect and step is a frozen dataclass: a reader sees all the gateway can do here.
+Every effect and step is a dataclass here: a reader sees all the gateway can do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -46,7 +46,7 @@ class ServerTxn(Protocol):
 # --- effects: carried out at once, in order; nothing is fed back -------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Respond:
     """Answer a SIP request (once: a request already answered is left alone)."""
 
@@ -58,7 +58,7 @@ class Respond:
     content_type: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendMsrp:
     """Send a page-mode message on the session's MSRP leg, under the Message-ID the core
     chose; its outcome comes back as an MSRP event with that id (a refusal before
@@ -72,7 +72,7 @@ class SendMsrp:
     success_report: bool | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReportMsrp:
     """A REPORT for a message the MSRP peer sent: 200, or a failure code."""
 
@@ -82,13 +82,13 @@ class ReportMsrp:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CloseMsrp:
     handle: MsrpHandle
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendPage:
     """Send a MESSAGE for an MSRP message; the final response is fed back to
     `MsrpToPage.answered(ticket, response)` (no ticket: nothing waits for it). MESSAGEs
@@ -99,7 +99,7 @@ class SendPage:
     request: Request
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartTimer:
     """Arm the delivery timer of `pending` (fed back to `GatewayCore.delivery_timeout`)."""
 
@@ -108,19 +108,19 @@ class StartTimer:
     delay: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StopTimer:
     pending: Pending
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Spawn:
     """Run a procedure on its own; the core does not wait for it."""
 
     procedure: Procedure[Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Publish:
     """Publish an event on the bus (failures are logged, never raised)."""
 
@@ -128,14 +128,14 @@ class Publish:
     data: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PauseInput:
     """Flow control: stop (or resume) reading MSRP input on every connection."""
 
     paused: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Wake:
     """`pending` has its outcome: resume the procedure waiting for it (`AwaitOutcome`)."""
 
@@ -349,18 +349,19 @@ Procedure = Generator[Step, Any, T]
 
 
 class Outbox:
-    """The effects the core produced since the adapter last took them."""
+    """The effects the core produced since the adapter last took them; the core appends
+    through `emit` (a bound `list.append`: no Python frame per effect)."""
 
-    __slots__ = ("effects",)
+    __slots__ = ("effects", "emit")
 
     def __init__(self) -> None:
         self.effects: list[Effect] = []
-
-    def __call__(self, effect: Effect) -> None:
-        self.effects.append(effect)
+        self.emit: Callable[[Effect], None] = self.effects.append
 
     def take(self) -> list[Effect]:
         effects = self.effects
-        if effects:
-            self.effects = []
-        return effects
+        if not effects:
+            return effects
+        taken = effects.copy()
+        effects.clear()
+        return taken

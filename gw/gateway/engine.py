@@ -16,7 +16,7 @@ import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -146,6 +146,7 @@ class Gateway:
         self._locks = KeyLocks()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flushing = False
+        self._flush_soon = False
         # MESSAGEs held behind one of their session's that waits to be sent (see _send_page)
         self._held: dict[GwSession, deque[c.SendPage]] = {}
         self._effects: dict[type, Callable[[Any], None]] = {
@@ -247,7 +248,15 @@ class Gateway:
         self._flush()
 
     def _msrp_event(self, session: GwSession, event: SessionEvent) -> None:
+        """MSRP events come in bursts (one read holds many responses): their effects are
+        carried out once, after the burst, in the next pass of the loop."""
         self.core.msrp_event(session, event)
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flush_soon = False
         self._flush()
 
     async def on_rpc(self, request: RpcRequest) -> RpcReply:
@@ -279,7 +288,7 @@ class Gateway:
         if self._flushing:
             return
         self._flushing = True
-        take, run = self.core.ctx.out.take, self._effects
+        take, run = self.core.ctx.outbox.take, self._effects
         try:
             while effects := take():
                 for effect in effects:
@@ -288,7 +297,7 @@ class Gateway:
             self._flushing = False
 
     def _respond(self, e: c.Respond) -> None:
-        txn = cast(IncomingRequest, e.to)  # the core answers what this adapter fed it
+        txn: IncomingRequest = e.to  # type: ignore[assignment]  # what this adapter fed it
         if not txn.final_sent:
             txn.respond(
                 e.status, e.reason, headers=e.headers, body=e.body, content_type=e.content_type

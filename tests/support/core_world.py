@@ -292,7 +292,7 @@ class World:
 
     def run(self) -> None:
         while True:
-            effects = self.core.ctx.out.take()
+            effects = self.core.ctx.outbox.take()
             for effect in effects:
                 self._effect(effect)
             if self._ready:
@@ -331,7 +331,7 @@ class World:
             except StopIteration:
                 return
             finally:
-                for effect in self.core.ctx.out.take():
+                for effect in self.core.ctx.outbox.take():
                     self._effect(effect)
             result = self._do(procedure, step)
             if result is PARK:
@@ -348,7 +348,7 @@ class World:
             except StopIteration as stop:
                 return stop.value
             finally:
-                for effect in self.core.ctx.out.take():
+                for effect in self.core.ctx.outbox.take():
                     self._effect(effect)
             result = self._do(procedure, step)
             assert result is not PARK, f"{step} waits inside a nested procedure"
