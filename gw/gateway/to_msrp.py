@@ -231,8 +231,12 @@ class PageToMsrp:
         if pending.timed:
             pending.timed = False
             ctx.out(StopTimer(pending))
-        if pending.reply is not None:
-            self.answer(pending.reply, pending.started, outcome)
+        reply = pending.reply
+        if reply is not None:
+            # A cancelled loop timer may keep its arguments (this Pending) until its
+            # deadline: the request and its transaction must not live that long with it.
+            pending.reply = None
+            self.answer(reply, pending.started, outcome)
         elif pending.accepted:
             if outcome.status >= 300:  # 202 was given: count and publish the failure
                 ctx.stats.page_answers[outcome.status] += 1
