@@ -16,7 +16,7 @@ import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 
@@ -379,9 +379,9 @@ class Gateway:
         e.pending.timer = loop.call_later(e.delay, self._timer_fired, e.pending, e.session)
 
     def _stop_timer(self, e: c.StopTimer) -> None:
-        timer = e.pending.timer
-        if isinstance(timer, asyncio.TimerHandle):
-            timer.cancel()
+        timer = e.pending.timer  # uvloop's handles are no asyncio.TimerHandle: no isinstance
+        if timer is not None:
+            cast(asyncio.Handle, timer).cancel()
         e.pending.timer = None
 
     def _timer_fired(self, pending: Pending, session: GwSession) -> None:
@@ -390,8 +390,8 @@ class Gateway:
         self._flush()
 
     def _wake(self, e: c.Wake) -> None:
-        waiter = e.pending.waiter
-        if isinstance(waiter, asyncio.Future) and not waiter.done():
+        waiter = cast("asyncio.Future[Any] | None", e.pending.waiter)
+        if waiter is not None and not waiter.done():
             waiter.set_result(e.pending.outcome)
 
     def _pause_input(self, e: c.PauseInput) -> None:
@@ -436,8 +436,10 @@ class Gateway:
         replies could come back in another order on pooled connections, and messages
         would then go out in another order). Waiters resume in arrival order."""
         session = step.session
-        inflight = session.touching if step.page else session.touching_msrp
-        if isinstance(inflight, asyncio.Future):
+        inflight = cast(
+            "asyncio.Future[None] | None", session.touching if step.page else session.touching_msrp
+        )
+        if inflight is not None:
             step.procedure.close()
             await asyncio.shield(inflight)
             return True

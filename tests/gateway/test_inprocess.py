@@ -70,6 +70,21 @@ def tweak() -> Callable[[Config], None]:
     return lambda cfg: None
 
 
+def node_config(redis_url: str, msrp_user: MsrpUser, state_dir: str) -> Config:
+    """The in-process node's config (also tests/gateway/test_inprocess_uvloop.py)."""
+    cfg = Config()
+    cfg.node.id = "gw-inproc"
+    cfg.node.state_dir = state_dir
+    cfg.store.url = redis_url
+    cfg.sip.listen = ["udp:127.0.0.1:0"]
+    cfg.sip.t1, cfg.sip.t2 = 0.1, 0.4
+    cfg.msrp.listen = "msrp://127.0.0.1:0;tcp"
+    cfg.mgmt.listen = "127.0.0.1:0"
+    cfg.gateway.ruri_rewrite = f"sip:{{user}}@127.0.0.1:{msrp_user.sip_port}"
+    cfg.gateway.delivery_timeout = 5
+    return cfg
+
+
 @pytest.fixture
 async def node(
     redis_server: RedisServer,
@@ -78,16 +93,7 @@ async def node(
     state_dir: str,
     tweak: Callable[[Config], None],
 ) -> AsyncIterator[InProcess]:
-    cfg = Config()
-    cfg.node.id = "gw-inproc"
-    cfg.node.state_dir = state_dir
-    cfg.store.url = redis_server.url
-    cfg.sip.listen = ["udp:127.0.0.1:0"]
-    cfg.sip.t1, cfg.sip.t2 = 0.1, 0.4
-    cfg.msrp.listen = "msrp://127.0.0.1:0;tcp"
-    cfg.mgmt.listen = "127.0.0.1:0"
-    cfg.gateway.ruri_rewrite = f"sip:{{user}}@127.0.0.1:{msrp_user.sip_port}"
-    cfg.gateway.delivery_timeout = 5
+    cfg = node_config(redis_server.url, msrp_user, state_dir)
     tweak(cfg)
     cfg.validate()
     n = Node(cfg)
