@@ -121,8 +121,6 @@ class Answering:
             state=SessionState.ACTIVE,
             call_id=request.call_id,
             peer_types=ctx.table.types(media.accept_types),
-            touched_page=now,  # the record was written just now: no refresh due yet
-            touched_msrp=now,
         )
         try:
             handle = ctx.legs.open(session, media, local_uri=local_uri, role=role, types=types)

@@ -104,8 +104,6 @@ class Setups:
             record.origin = "msg_to_msrp"
             record.content_types = list(page.content_types or ctx.settings.content_types)
         session = GwSession(key=page.key, origin="msg_to_msrp", record=record)
-        if fresh:  # the record was written just now: its deadline needs no refresh yet
-            session.touched_page = session.touched_msrp = record.last_message
         ctx.table.add(session)
         ctx.stats.sessions_created["msg_to_msrp"] += 1
         self.pending += 1
