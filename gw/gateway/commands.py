@@ -184,6 +184,11 @@ class StoreCreate:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreCreateOrGet:
+    record: SessionRecord  # -> None when stored, else the session that holds the key
+
+
+@dataclass(frozen=True, slots=True)
 class StoreUpdate:
     key: str
     fields: dict[str, Any]  # -> bool
@@ -323,6 +328,7 @@ class Refresh:
 Step = (
     StoreGet
     | StoreCreate
+    | StoreCreateOrGet
     | StoreUpdate
     | StoreDelete
     | StoreClaim

@@ -165,6 +165,7 @@ class Gateway:
         self._steps: dict[type, Callable[[Any], Awaitable[Any]]] = {
             c.StoreGet: lambda s: store.get(s.key),
             c.StoreCreate: lambda s: store.create(s.record),
+            c.StoreCreateOrGet: lambda s: store.create_or_get(s.record),
             c.StoreUpdate: lambda s: store.update(s.key, **s.fields),
             c.StoreDelete: lambda s: store.delete(s.key, owner=s.owner),
             c.StoreClaim: lambda s: store.claim(

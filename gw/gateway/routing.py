@@ -25,7 +25,7 @@ from gw.gateway.commands import (
     ServerTxn,
     Sleep,
     StoreClaim,
-    StoreCreate,
+    StoreCreateOrGet,
     StoreGet,
 )
 from gw.gateway.context import Context, log
@@ -101,19 +101,20 @@ class Routing:
             session = ctx.table.get(key)
             if session is not None and not session.state.over:
                 return session  # made by the MESSAGE we waited for
-            rec: SessionRecord | None = yield StoreGet(key)
-            if rec is None:
-                if (refused := self.setups.refusal(key)) is not None:
-                    return refused
+            rec: SessionRecord | None
+            if self.setups.at_capacity():  # no new session now: only look (forwarding is fine)
+                rec = yield StoreGet(key)
+                if rec is None:
+                    return self.setups.refusal(key) or busy("Service Unavailable", 1)
+            else:  # a new key is created in the same round trip that looks it up
                 record = self.setups.new_record(page)
                 self.setups.creating += 1
                 try:
-                    created = yield StoreCreate(record)
+                    rec = yield StoreCreateOrGet(record)
                 finally:
                     self.setups.creating -= 1
-                if created:
+                if rec is None:
                     return self.setups.start(page, record, fresh=True)
-                continue  # another node created it first: forward to it
             if rec.owner == me:
                 if (refused := self.setups.refusal(key)) is not None:
                     return refused

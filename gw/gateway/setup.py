@@ -60,6 +60,10 @@ class Setups:
         self.creating = 0  # records being created for new keys
         self._refusal_logged = -1e9  # perf time of the last "refusing" log line
 
+    def at_capacity(self) -> bool:
+        """Whether a new set-up would be refused now (`refusal` answers and counts it)."""
+        return self.pending + self.creating >= self.ctx.settings.max_pending_setups
+
     def refusal(self, key: str) -> Outcome | None:
         """Overload: with `max_pending_setups` set-ups in progress, a new one gets a fast 503
         instead of joining a queue where all of them would time out together."""

@@ -40,6 +40,18 @@ return 1
 """
 )
 
+# CREATE, or the existing session's fields (HGETALL) when the key is taken: a new key costs
+# one round trip, not a read and then a create. Returns 1 when created.
+CREATE_OR_GET = (
+    _DEADLINE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGETALL', KEYS[1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+arm(KEYS[1], KEYS[2], deadline(KEYS[1]))
+return 1
+"""
+)
+
 # ARGV[5]: 'last_message' or 'last_send' (set to now, never moved back).
 # Returns the new deadline TTL in ms, 0 if the session does not exist.
 TOUCH = (

@@ -98,6 +98,7 @@ class SessionStore:
         self.grace = float(grace)
         self.clock = clock
         self._create = _Script(redis, lua.CREATE)
+        self._create_or_get = _Script(redis, lua.CREATE_OR_GET)
         self._touch = _Script(redis, lua.TOUCH)
         self._update = _Script(redis, lua.UPDATE)
         self._sweep = _Script(redis, lua.SWEEP)
@@ -127,6 +128,22 @@ class SessionStore:
         record.last_send = record.last_send or record.created
         args: list[str | bytes] = [*self._head(now), *encode_fields(record_fields(record))]
         return bool(await self._create(keys=self._names(record.key), args=args))
+
+    async def create_or_get(self, record: SessionRecord) -> SessionRecord | None:
+        """`create`, in one round trip with the read that usually precedes it: None when
+        `record` was stored, else the session that holds the key (stored unchanged)."""
+        if not record.key:
+            raise ValueError("session key must not be empty")
+        now = self.clock()
+        record.created = record.created or now
+        record.last_message = record.last_message or record.created
+        record.last_send = record.last_send or record.created
+        args: list[str | bytes] = [*self._head(now), *encode_fields(record_fields(record))]
+        reply = await self._create_or_get(keys=self._names(record.key), args=args)
+        if not isinstance(reply, list):
+            return None
+        flat = cast(list[bytes], reply)
+        return decode_record(record.key, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def get(self, key: str) -> SessionRecord | None:
         raw = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.session(key)))

@@ -70,6 +70,7 @@ def test_new_key_sets_a_session_up_and_answers_with_the_delivery() -> None:
     world = World()
     txn = world.message(b"hello")
     assert world.store[KEY].state == "setup" and world.store[KEY].owner == "n1"
+    assert len(world.of(c.StoreCreateOrGet)) == 1 and not world.of(c.StoreGet), "one round trip"
     (invite,) = world.of(c.Invite)
     assert invite.timeout == world.settings.setup_timeout
     assert invite.request.method == "INVITE" and txn.status is None, "nothing known yet"

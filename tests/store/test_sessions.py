@@ -82,6 +82,20 @@ async def test_create_fills_timestamps_and_defaults(redis: Redis, key_prefix: st
     assert await store.get("k") == record
 
 
+async def test_create_or_get_creates_a_new_key_and_returns_a_taken_one(
+    redis: Redis, key_prefix: str
+) -> None:
+    store = make_store(redis, key_prefix)
+    record = full_record("alice|bob")
+    assert await store.create_or_get(record) is None, "created"
+    assert await store.get("alice|bob") == record
+    assert await redis.pttl(store.keys.deadline("alice|bob")) > 0, "deadline armed"
+    other = SessionRecord(key="alice|bob", owner="gw2")
+    found = await store.create_or_get(other)
+    assert found == record, "the holder is returned, unchanged"
+    assert await store.get("alice|bob") == record
+
+
 async def test_create_is_exclusive(redis_url: str, redis: Redis, key_prefix: str) -> None:
     a = make_store(redis, key_prefix)
     b = make_store(Redis.from_url(redis_url), key_prefix)

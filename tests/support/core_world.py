@@ -378,6 +378,11 @@ class World:
                     return False
                 store[record.key] = dataclasses.replace(record)
                 return True
+            case c.StoreCreateOrGet(record):
+                if record.key in store:
+                    return dataclasses.replace(store[record.key])
+                store[record.key] = dataclasses.replace(record)
+                return None
             case c.StoreUpdate(key, fields):
                 if key not in store:
                     return False
