@@ -27,7 +27,7 @@ from gw.gateway.loops import hops_of
 from gw.gateway.policy import ANSWER, MSG_TO_MSRP, OPTIONS, Policy
 from gw.gateway.routing import Routing
 from gw.gateway.rules import screen_request
-from gw.gateway.session import GwSession, Pending
+from gw.gateway.session import GwSession, Outcome, Pending
 from gw.gateway.settings import ALLOW, GatewaySettings
 from gw.gateway.setup import Setups
 from gw.gateway.state import SessionState
@@ -70,6 +70,14 @@ class GatewayCore:
         self.answering = Answering(ctx, self.lifecycle)
         self.to_page = MsrpToPage(ctx, self.lifecycle)
         self.to_msrp.route = self.routing.answer_page
+        self.to_msrp.refuse_new = self.refuse_new
+
+    def refuse_new(self, key: str) -> Outcome | None:
+        """Overload: at `max_pending_setups`, a MESSAGE whose key has no session here gets a
+        fast 503 at once. Telling a new key from another node's session would take a store
+        round trip and a task per MESSAGE, which is what made set-up goodput collapse under
+        overload; the client retries after Retry-After."""
+        return self.setups.refusal(key) if self.setups.at_capacity() else None
 
     @property
     def out(self) -> Callable[..., None]:

@@ -64,6 +64,8 @@ class PageToMsrp:
         self.sending: dict[str, Pending] = {}
         # The slow path: a procedure that ends in `submit` (set by GatewayCore).
         self.route: Callable[[PageMessage, ServerTxn, float], Procedure[None]] | None = None
+        # At set-up capacity, the answer for a key with no local session (set by GatewayCore).
+        self.refuse_new: Callable[[str], Outcome | None] | None = None
 
     # -- 1. the MESSAGE ------------------------------------------------------------------
 
@@ -88,6 +90,11 @@ class PageToMsrp:
         if session is not None:
             self.submit(session, request.body, ctype, request.call_id, started, reply=txn)
             return
+        if self.refuse_new is not None and ctx.table.get(decision.key) is None:
+            refused = self.refuse_new(decision.key)
+            if refused is not None:  # overload: refused before any task or store access
+                self.answer(txn, started, refused)
+                return
         page = PageMessage(
             key=decision.key,
             body=request.body,

@@ -310,7 +310,9 @@ def test_other_methods_get_405_with_allow() -> None:
 def test_setups_beyond_max_pending_setups_get_a_fast_503() -> None:
     world = World(max_pending_setups=1, retry_after=3)
     first = world.message(b"one")
+    steps = len(world.steps)
     second = world.message(b"two", frm="sip:carol@page.example")
+    assert world.steps[steps:] == [], "refused before any task or store round trip"
     assert first.status is None
     assert (second.status, second.answers[-1].reason) == (503, "Too Many Session Setups")
     assert headers(second)["Retry-After"] == "3"
