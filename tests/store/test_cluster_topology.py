@@ -166,7 +166,9 @@ async def test_cluster_outage_is_a_connection_error_and_recovers() -> None:
                 await store.create(SessionRecord(key="a"))
             with pytest.raises(RedisError):
                 await store.expired_sweep()
-            with pytest.raises(RedisError):
+            # RedisError from the PUBLISH, or TimeoutError when the inbox noticed the outage
+            # first and the call waited for it to resubscribe: which one is a race
+            with pytest.raises((RedisError, TimeoutError)):
                 await rpc.call("n1", {"n": 0}, 1.0)
             await asyncio.sleep(1.0)
             assert not listener.ready
