@@ -228,11 +228,6 @@ class StoreSweep:
 
 
 @dataclass(frozen=True, slots=True)
-class StoreList:
-    count: int  # -> list[SessionRecord]
-
-
-@dataclass(frozen=True, slots=True)
 class Alive:
     node: str  # -> bool
 
@@ -335,7 +330,6 @@ Step = (
     | StoreExisting
     | StoreTouch
     | StoreSweep
-    | StoreList
     | Alive
     | ForgetNode
     | Ask

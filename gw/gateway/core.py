@@ -79,10 +79,6 @@ class GatewayCore:
         overload; the client retries after Retry-After."""
         return self.setups.refusal(key) if self.setups.at_capacity() else None
 
-    @property
-    def out(self) -> Callable[..., None]:
-        return self.ctx.out
-
     # -- SIP requests ----------------------------------------------------------------------
 
     def request(self, txn: ServerTxn) -> None:

@@ -325,23 +325,16 @@ class World:
             effect.handle.close(effect.reason)
 
     def _step(self, procedure: c.Procedure[Any], value: Any, error: BaseException | None) -> None:
-        while True:
-            try:
-                step = procedure.throw(error) if error is not None else procedure.send(value)
-            except StopIteration:
-                return
-            finally:
-                for effect in self.core.ctx.outbox.take():
-                    self._effect(effect)
-            result = self._do(procedure, step)
-            if result is PARK:
-                return
-            value, error = result
+        """Run a procedure until it ends or parks on a step that waits for the test."""
+        self._drive(procedure, value, error, nested=False)
 
     def _inline(self, procedure: c.Procedure[Any]) -> Any:
         """Run a nested procedure (Exclusive, Refresh) to its end: none of its steps wait."""
-        value: Any = None
-        error: BaseException | None = None
+        return self._drive(procedure, None, None, nested=True)
+
+    def _drive(
+        self, procedure: c.Procedure[Any], value: Any, error: BaseException | None, *, nested: bool
+    ) -> Any:
         while True:
             try:
                 step = procedure.throw(error) if error is not None else procedure.send(value)
@@ -351,7 +344,9 @@ class World:
                 for effect in self.core.ctx.outbox.take():
                     self._effect(effect)
             result = self._do(procedure, step)
-            assert result is not PARK, f"{step} waits inside a nested procedure"
+            if result is PARK:
+                assert not nested, f"{step} waits inside a nested procedure"
+                return None
             value, error = result
 
     def _do(self, procedure: c.Procedure[Any], step: c.Step) -> Any:
