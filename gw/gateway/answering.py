@@ -135,13 +135,15 @@ class Answering:
         answer = ctx.legs.answer(media, handle, types=types, setup=setup, offer=offer)
         ctx.out(Respond(txn, 200, "OK", body=answer, content_type="application/sdp"))
         session.dialog = yield DialogOf(txn)
-        if session.dialog is not None:
-            yield StoreUpdate(decision.key, {"local_tag": session.dialog.local_tag})
         log.info(
             "session started",
             extra={"key": session.key, "origin": "answer", "call_id": request.call_id},
         )
-        yield PublishNow(ev.SESSION_STARTED, {"key": session.key, "origin": "answer"})
+        started = (ev.SESSION_STARTED, {"key": session.key, "origin": "answer"})
+        if session.dialog is not None:  # the tag and the event in one round trip
+            yield StoreUpdate(decision.key, {"local_tag": session.dialog.local_tag}, started)
+        else:
+            yield PublishNow(*started)
         if role == "active":
             ctx.out(Spawn(self.connect(session)))
 

@@ -192,6 +192,9 @@ class StoreCreateOrGet:
 class StoreUpdate:
     key: str
     fields: dict[str, Any]  # -> bool
+    # An event (name, data) published in the same round trip, only if the session was
+    # updated: a set-up's last write and its SESSION_STARTED cost one store command.
+    event: tuple[str, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,7 +166,7 @@ class Gateway:
             c.StoreGet: lambda s: store.get(s.key),
             c.StoreCreate: lambda s: store.create(s.record),
             c.StoreCreateOrGet: lambda s: store.create_or_get(s.record),
-            c.StoreUpdate: lambda s: store.update(s.key, **s.fields),
+            c.StoreUpdate: self._store_update,
             c.StoreDelete: lambda s: store.delete(s.key, owner=s.owner),
             c.StoreClaim: lambda s: store.claim(
                 s.key, expected_owner=s.expected_owner, new_owner=s.new_owner
@@ -518,6 +518,13 @@ class Gateway:
     async def _bye(self, step: c.Bye) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.sip.bye(step.dialog), self.settings.bye_timeout)
+
+    async def _store_update(self, step: c.StoreUpdate) -> bool:
+        if step.event is None:
+            return await self.store.update(step.key, **step.fields)
+        bus = self.bus
+        payload = bus.payload(*step.event)
+        return await self.store.update_and_publish(step.key, step.fields, bus.channel, payload)
 
     async def _publish(self, name: str, data: dict[str, Any]) -> None:
         try:

@@ -195,7 +195,6 @@ class Setups:
             "session started",
             extra={"key": session.key, "origin": "msg_to_msrp", "call_id": invite.call_id},
         )
-        yield PublishNow(ev.SESSION_STARTED, {"key": session.key, "origin": "msg_to_msrp"})
         self.to_msrp.flush(session)
 
     def connect(
@@ -234,6 +233,8 @@ class Setups:
             raise SetupFailed(480, "MSRP Connection Failed") from exc
         d = session.dialog
         assert d is not None
+        # The record turns active and SESSION_STARTED goes out in one store round trip.
+        started = (ev.SESSION_STARTED, {"key": session.key, "origin": "msg_to_msrp"})
         yield StoreUpdate(
             session.key,
             {
@@ -244,8 +245,10 @@ class Setups:
                 "local_path": [str(local_uri)],
                 "peer_path": list(media.path),
             },
+            started,
         )
         if handle.closed:  # lost while we were recording it (its SessionClosed came early)
+            # Rare (a window of one round trip): SESSION_STARTED is out, SETUP_FAILED follows.
             yield from self.lifecycle.bye(session)
             raise SetupFailed(480, "MSRP Connection Failed")
 

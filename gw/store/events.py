@@ -64,11 +64,14 @@ class EventBus:
             "data": dict(data),
         }
 
+    def payload(self, name: str, data: Mapping[str, Any]) -> str:
+        """The envelope as published (JSON text)."""
+        return json.dumps(self.envelope(name, data), ensure_ascii=False, default=str)
+
     async def publish(self, name: str, data: Mapping[str, Any]) -> int:
         """Publish one event; returns how many subscribers received it (on a cluster: how many
         on the channel's node, which includes every `EventSubscription`)."""
-        payload = json.dumps(self.envelope(name, data), ensure_ascii=False, default=str)
-        return int(await self.redis.publish(self.channel, payload))
+        return int(await self.redis.publish(self.channel, self.payload(name, data)))
 
     def subscribe(self) -> EventSubscription:
         """`async with bus.subscribe() as events: async for event in events: ...`

@@ -78,6 +78,20 @@ return 1
 """
 )
 
+# UPDATE, then PUBLISH ARGV[6] on channel ARGV[5] when the session was updated: a change of
+# state and its event in one round trip (a set-up's last store write). ARGV[7] as UPDATE's
+# ARGV[5], ARGV[8..]: field, value pairs. Returns 1 if updated (and published), else 0.
+UPDATE_PUBLISH = (
+    _DEADLINE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+if ARGV[7] == '1' then arm(KEYS[1], KEYS[2], deadline(KEYS[1])) end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+"""
+)
+
 # Returns 0: deadline key present or session gone; 1: expired (the deadline has passed);
 # 2: deadline key lost (evicted, deleted) with the deadline ahead: re-armed.
 SWEEP = (

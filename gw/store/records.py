@@ -8,6 +8,7 @@ ignored on read, so an older node can read what a newer one wrote.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -89,7 +90,7 @@ def _encode_value(name: str, value: Any) -> bytes:
     raise TypeError(f"unknown session field {name!r}")
 
 
-def encode_fields(values: dict[str, Any]) -> list[bytes]:
+def encode_fields(values: Mapping[str, Any]) -> list[bytes]:
     """Flat [field, value, ...] for HSET; refuses unknown fields and `key` (the identity)."""
     if "state" in values and values["state"] not in _STATES:
         raise ValueError(f"bad state {values['state']!r}")

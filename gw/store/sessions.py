@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, cast
 
 from redis.exceptions import NoScriptError
@@ -101,6 +101,7 @@ class SessionStore:
         self._create_or_get = _Script(redis, lua.CREATE_OR_GET)
         self._touch = _Script(redis, lua.TOUCH)
         self._update = _Script(redis, lua.UPDATE)
+        self._update_publish = _Script(redis, lua.UPDATE_PUBLISH)
         self._sweep = _Script(redis, lua.SWEEP)
         self._delete = _Script(redis, lua.DELETE)
         self._claim = _Script(redis, lua.CLAIM)
@@ -172,12 +173,26 @@ class SessionStore:
         Changing a timestamp recomputes the deadline."""
         if not fields:
             return await self.redis.exists(self.keys.session(key)) == 1
+        args: list[str | bytes] = [*self._head(self.clock()), *self._fields(fields)]
+        return bool(await self._update(keys=self._names(key), args=args))
+
+    async def update_and_publish(
+        self, key: str, fields: Mapping[str, Any], channel: str, payload: str
+    ) -> bool:
+        """`update`, and when the session was there, PUBLISH `payload` on `channel`, in one
+        round trip: a set-up's state change and its event cost one command, not two."""
+        args: list[str | bytes] = [*self._head(self.clock()), channel, payload]
+        args += self._fields(fields)
+        return bool(await self._update_publish(keys=self._names(key), args=args))
+
+    @staticmethod
+    def _fields(fields: Mapping[str, Any]) -> list[str | bytes]:
+        """UPDATE's ARGV tail: the re-arm flag, then field, value pairs."""
         unknown = set(fields) - FIELDS
         if unknown:
             raise TypeError(f"unknown session fields: {sorted(unknown)}")
         rearm = b"1" if _TIMESTAMPS & set(fields) else b"0"
-        args: list[str | bytes] = [*self._head(self.clock()), rearm, *encode_fields(fields)]
-        return bool(await self._update(keys=self._names(key), args=args))
+        return [rearm, *encode_fields(fields)]
 
     async def delete(self, key: str, *, owner: str | None = None) -> bool:
         """Remove the session and its deadline (no `expired` event); with `owner`, only if

@@ -218,6 +218,30 @@ async def test_events_across_nodes(cluster: LocalCluster, prefix: str) -> None:
         await subscriber.aclose()
 
 
+async def test_update_and_publish_on_every_primary_reaches_the_bus(
+    cluster: LocalCluster, rc: RedisCluster, prefix: str
+) -> None:
+    """A set-up's last write publishes from its session's primary (inside the script); the
+    cluster carries the event to the bus subscriber on the channel's own primary."""
+    store = SessionStore(rc, prefix=prefix)
+    subscriber = connect(cluster.url_for(2))
+    bus = EventBus(subscriber, node="gwC", prefix=prefix)
+    where = await spread(rc, [store.keys.session(k) for k in KEYS])
+    assert len(where) == 3
+    try:
+        async with bus.subscribe() as events:
+            for key in KEYS:
+                assert await store.create(SessionRecord(key=key, owner="gw1"))
+                payload = bus.payload("E_MSRP_GW_SESSION_STARTED", {"key": key})
+                assert await store.update_and_publish(
+                    key, {"state": "active"}, bus.channel, payload
+                )
+            seen = [(await asyncio.wait_for(anext(events), 5))["data"]["key"] for _ in KEYS]
+        assert sorted(seen) == sorted(KEYS)  # order holds per primary, not across them
+    finally:
+        await subscriber.aclose()
+
+
 async def test_rpc_across_nodes(cluster: LocalCluster, prefix: str) -> None:
     a = connect(cluster.url_for(0))
     c = connect(cluster.url_for(2))

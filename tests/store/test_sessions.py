@@ -231,6 +231,41 @@ async def test_update(redis: Redis, key_prefix: str) -> None:
         await store.update("k", state="weird")
 
 
+async def test_update_and_publish_is_one_round_trip_and_only_for_a_live_session(
+    redis: Redis, key_prefix: str
+) -> None:
+    store = make_store(redis, key_prefix)
+    await store.create(SessionRecord(key="k", state="setup"))
+    channel = f"{key_prefix}:events"
+    sub = redis.pubsub(ignore_subscribe_messages=True)
+    await sub.subscribe(channel)
+    try:
+        assert await store.update_and_publish("k", {"state": "setup"}, channel, "first")
+        before = await evalsha_calls(redis)
+        assert await store.update_and_publish("k", {"state": "active"}, channel, "started k")
+        assert await evalsha_calls(redis) - before == 1  # one script call does both
+        record = await store.get("k")
+        assert record is not None and record.state == "active"
+        # a session that is gone is neither recreated nor announced
+        assert not await store.update_and_publish("gone", {"state": "active"}, channel, "x")
+        assert await redis.exists(store.keys.session("gone")) == 0
+        got = []
+        for _ in range(20):
+            msg = await sub.get_message(timeout=0.1)
+            if msg is not None:
+                got.append(msg["data"])
+        assert got == [b"first", b"started k"]
+        with pytest.raises(TypeError):
+            await store.update_and_publish("k", {"colour": "red"}, channel, "x")
+    finally:
+        await sub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def evalsha_calls(redis: Redis) -> int:
+    info = await redis.info("commandstats")
+    return int(info["cmdstat_evalsha"]["calls"])
+
+
 async def test_delete_with_owner_check(redis: Redis, key_prefix: str) -> None:
     store = make_store(redis, key_prefix)
     await store.create(SessionRecord(key="k", owner="gw1"))

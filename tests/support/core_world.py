@@ -378,11 +378,13 @@ class World:
                     return dataclasses.replace(store[record.key])
                 store[record.key] = dataclasses.replace(record)
                 return None
-            case c.StoreUpdate(key, fields):
+            case c.StoreUpdate(key, fields, event):
                 if key not in store:
                     return False
                 for name, value in fields.items():
                     setattr(store[key], name, value)
+                if event is not None:
+                    self.published.append(event)
                 return True
             case c.StoreDelete(key, owner):
                 rec = store.get(key)
