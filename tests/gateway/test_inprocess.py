@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,6 +28,7 @@ from gw.gateway.session import GwSession
 from gw.gateway.settings import Backlog
 from gw.gateway.stats import Direction
 from gw.node import GcTuner, Node
+from gw.sip.message import Response, parse_message
 from tests.support.msrp_user import MsrpUser
 from tests.support.page_user import PageUser
 from tests.support.redis_server import RedisServer
@@ -374,3 +376,62 @@ async def test_messages_keep_their_order_while_a_deadline_refresh_is_slow(
     received = await msrp_user.wait_for(6)
     assert [r.body for r in received[1:]] == [f"o{i}".encode() for i in range(5)]
     assert calls == 1
+
+
+def raw_message(to_user: str, call_id: str) -> bytes:
+    return (
+        f"MESSAGE sip:{to_user}@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{call_id};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:zed@127.0.0.1>;tag=z{call_id}\r\n"
+        f"To: <sip:{to_user}@127.0.0.1>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 MESSAGE\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Length: 2\r\n\r\nhi"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "tweak", [lambda cfg: setattr(cfg.gateway, "max_pending_setups", 1)], ids=["max1"]
+)
+async def test_at_capacity_refusals_are_stateless_and_sessions_are_still_served(
+    node: InProcess, msrp_user: MsrpUser, page: PageUser
+) -> None:
+    assert (await page.message(node, msrp_user.uri("bob"), b"up")).status == 200
+    msrp_user.answer_delay = 0.5  # carol's set-up keeps the node at capacity that long
+    pending = asyncio.ensure_future(page.message(node, msrp_user.uri("carol"), b"one"))
+    await asyncio.sleep(0.2)
+    assert node.gw.setups_pending == 1
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    async def recv() -> bytes:
+        return await asyncio.wait_for(loop.sock_recv(sock, 4096), 2)
+
+    try:
+        request = raw_message("dave", "shed-1")
+        answers = []
+        for _ in range(2):  # the same request twice: the same answer, no state kept
+            sock.sendto(request, node.sip("udp"))
+            answers.append(parse_message(await recv()))
+        first, again = answers
+        assert isinstance(first, Response) and isinstance(again, Response)
+        assert (first.status, first.reason) == (503, "Too Many Session Setups")
+        assert first.get("Retry-After") == "5" and (first.get("Server") or "").startswith("msrp-gw")
+        assert first.to.tag and again.to.tag == first.to.tag
+        assert first.call_id == "shed-1" and first.cseq == (1, "MESSAGE")
+        assert node.gw.stats.setups_refused == 2
+        bye = request.replace(b"MESSAGE sip", b"BYE sip", 1).replace(b"1 MESSAGE", b"2 BYE")
+        bye = bye.replace(b"To: <sip:dave@127.0.0.1>", b"To: <sip:dave@127.0.0.1>;tag=t")
+        sock.sendto(bye, node.sip("udp"))
+        gone = parse_message(await recv())
+        assert isinstance(gone, Response) and gone.status == 481 and gone.cseq == (2, "BYE")
+        # at capacity still: a MESSAGE for the established session is served as ever
+        assert node.gw.setups_pending == 1
+        assert (await page.message(node, msrp_user.uri("bob"), b"still")).status == 200
+    finally:
+        sock.close()
+    assert (await pending).status == 200
