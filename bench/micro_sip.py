@@ -16,8 +16,8 @@ core (sans-I/O): what the node does for a page-mode MESSAGE from SIPp, straight 
   `SipEndpoint.new_request`), a Via, `send_request`, `to_bytes`, and the parse and
   `receive_response` of SIPp's 200. Timers fire as they fall due (transactions end).
 
-endpoint: the same traffic through a real `SipEndpoint`: the UDP protocol's
-  the UDP listener's per-datagram call (`_datagram`), `_on_message`, `IncomingRequest.respond`, and `await
+endpoint: the same traffic through a real `SipEndpoint`: the UDP listener's per-datagram
+  call (`_datagram`), `_on_message`, `IncomingRequest.respond`, and `await
   SipEndpoint.request(...)` with its routing, MTU check, Via and waiter. Sockets are
   replaced by a fake datagram transport whose peer answers synchronously; send tasks are
   run inline (they complete without suspending), so asyncio scheduling is not counted.
