@@ -84,7 +84,7 @@ class GatewaySection:
     setup_timeout: float = 8.0
     require_success_report: bool = False
     max_queued_messages: int = 64
-    max_pending_setups: int = 256
+    max_pending_setups: int = 64
     max_pending_messages: int = 1000
     max_queued_bytes: int = 1048576
     max_page_message_size: int = 65536

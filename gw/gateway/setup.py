@@ -69,7 +69,8 @@ class Setups:
         instead of joining a queue where all of them would time out together."""
         ctx = self.ctx
         s = ctx.settings
-        refused = setup_refusal(self.pending + self.creating, s.max_pending_setups, s.retry_after)
+        in_progress = self.pending + self.creating
+        refused = setup_refusal(in_progress, s.max_pending_setups, s.retry_after)
         if refused is None:
             return None
         ctx.stats.setups_refused += 1
@@ -78,7 +79,7 @@ class Setups:
             self._refusal_logged = now
             log.warning(
                 "refusing new sessions with 503: %d set-ups in progress (%d refused so far)",
-                self.pending,
+                in_progress,
                 ctx.stats.setups_refused,
                 extra={"key": key},
             )
