@@ -16,8 +16,8 @@ core (sans-I/O): what the node does for a page-mode MESSAGE from SIPp, straight 
   `SipEndpoint.new_request`), a Via, `send_request`, `to_bytes`, and the parse and
   `receive_response` of SIPp's 200. Timers fire as they fall due (transactions end).
 
-endpoint: the same traffic through a real `SipEndpoint`: the UDP listener's per-datagram
-  call (`_datagram`), `_on_message`, `IncomingRequest.respond`, and `await
+endpoint: the same traffic through a real `SipEndpoint`: the UDP protocol's
+  `datagram_received`, `_on_message`, `IncomingRequest.respond`, and `await
   SipEndpoint.request(...)` with its routing, MTU check, Via and waiter. Sockets are
   replaced by a fake datagram transport whose peer answers synchronously; send tasks are
   run inline (they complete without suspending), so asyncio scheduling is not counted.
@@ -69,6 +69,7 @@ from gw.sip.transaction import (
     Timers,
     TransactionLayer,
 )
+from gw.sip.transport import _Datagram
 from gw.sip.uri import NameAddr, parse_name_addr
 
 LOOP_HEADER = "X-Msrp-Gw"  # gw.gateway.base.LOOP_HEADER (not imported: keep gw.gateway out)
@@ -235,7 +236,7 @@ def run_inline(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 class _FakeUdp:
-    """The UDP listener: SIPp answers MESSAGEs at once; other datagrams are counted."""
+    """The datagram transport: SIPp answers MESSAGEs at once; other datagrams are counted."""
 
     def __init__(self, owner: Endpoint) -> None:
         self.owner = owner
@@ -246,7 +247,7 @@ class _FakeUdp:
             started = time.perf_counter()
             answer = sipp_200(data)
             self.owner.peer += time.perf_counter() - started
-            self.owner.receive(answer, addr)
+            self.owner.proto.datagram_received(answer, addr)
 
 
 class BenchEndpoint(SipEndpoint):
@@ -263,8 +264,9 @@ class Endpoint:
         self.ep._loop = self.clock  # type: ignore[assignment]
         transports = self.ep.transports
         transports.local = {"UDP": LOCAL_UDP, "TCP": LOCAL_TCP}
-        self.receive = transports._datagram  # what the listener calls per datagram
-        transports._udp = _FakeUdp(self)  # type: ignore[assignment]
+        self.proto = _Datagram(transports)
+        self.proto.transport = _FakeUdp(self)  # type: ignore[assignment]
+        transports._udp = self.proto
 
     def handle(self, incoming: IncomingRequest) -> None:
         if incoming.request.method == "MESSAGE":
@@ -277,7 +279,7 @@ class Endpoint:
             self.ep._fire()
 
     def incoming(self, raw: bytes) -> None:
-        self.receive(raw, ("127.0.0.1", 5070))
+        self.proto.datagram_received(raw, ("127.0.0.1", 5070))
         self.tick()
 
     def outgoing(self, i: int, session: int = 7) -> None:

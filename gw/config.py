@@ -55,7 +55,6 @@ class SipSection:
     max_header_length: int = 8192
     user_agent: str = "msrp-gw"
     udp_buffer: int = 4194304
-    udp_max_queue_delay: float = 0.5
 
 
 @dataclass
@@ -199,8 +198,6 @@ class Config:
             raise ConfigError("sip.t1 must be > 0 and <= sip.t2")
         if self.sip.udp_buffer < 0:
             raise ConfigError("sip.udp_buffer must be >= 0 (0: the kernel's default)")
-        if self.sip.udp_max_queue_delay <= 0:
-            raise ConfigError("sip.udp_max_queue_delay must be > 0")
         scheme, _, _ = parse_msrp_listen(self.msrp.listen)
         if scheme == "msrps" and not (self.tls.cert_file and self.tls.key_file):
             raise ConfigError("msrp.listen is msrps: but tls.cert_file/tls.key_file are empty")

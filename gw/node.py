@@ -298,7 +298,6 @@ class Node:
                 ),
                 user_agent=f"{cfg.sip.user_agent}/{__version__}",
                 udp_buffer=cfg.sip.udp_buffer,
-                udp_max_queue_delay=cfg.sip.udp_max_queue_delay,
                 tls_server=self.tls_server,
                 tls_client=self.tls_client,
             ),
@@ -448,12 +447,10 @@ class Node:
         self._register_metrics()
         specs = [parse_listen(item) for item in cfg.sip.listen]
         self.bound = await self.sip.start(specs)
-        udp = self.sip.transports.udp
-        if udp is not None:  # at set-up capacity, refusals skip the parser (gw.gateway.shedding)
-            shedder = Shedder(
-                self.gateway.core, self.policy, udp.sendto, self.sip.config.user_agent
-            )
-            udp.screen = shedder.screen
+        transports = self.sip.transports  # at set-up capacity, refusals skip the parser
+        agent = self.sip.config.user_agent
+        shedder = Shedder(self.gateway.core, self.policy, transports.send_udp, agent)
+        transports.udp_screen = shedder.screen
         self.mgmt_addr = await self.mgmt.start()
         self._sweeper = asyncio.create_task(self._sweep_loop())
         if self.relay is not None and not await self.relay.wait_up(RELAY_START_WAIT):

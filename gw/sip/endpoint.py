@@ -72,7 +72,6 @@ class EndpointConfig:
     tls_client: ssl.SSLContext | None = None
     contact_user: str = "gw"
     udp_buffer: int = 0  # SO_RCVBUF/SO_SNDBUF of UDP listeners; 0: the kernel's default
-    udp_max_queue_delay: float = 0.5  # overload: older requests are dropped (gw.sip.udp)
 
 
 class IncomingRequest:
@@ -152,7 +151,6 @@ class SipEndpoint:
             tls_server=config.tls_server,
             tls_client=config.tls_client,
             udp_buffer=config.udp_buffer,
-            udp_max_queue_delay=config.udp_max_queue_delay,
         )
         self.dialog_layer = DialogLayer(config.timers)
         self.stats = EndpointStats()

@@ -20,7 +20,6 @@ from typing import Any, cast
 from gw.sip.framing import FramedError, FramedMessage, KeepAlive, StreamFramer
 from gw.sip.message import Limits, Request, Response, SipParseError, parse_message
 from gw.sip.transaction import Address
-from gw.sip.udp import UdpListener
 
 __all__ = ["ListenSpec", "SipTransportError", "TransportLayer", "parse_listen"]
 
@@ -59,6 +58,32 @@ class _Stats:
     dropped_responses: int = 0
     connections_opened: int = 0
     by_code: dict[int, int] = field(default_factory=dict)
+
+
+class _Datagram(asyncio.DatagramProtocol):
+    def __init__(self, layer: TransportLayer) -> None:
+        self.layer = layer
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        screen = self.layer.udp_screen
+        if screen is not None and screen(data, (str(addr[0]), int(addr[1]))):
+            return  # answered before parsing (overload: gw.gateway.shedding)
+        source = Address("UDP", str(addr[0]), int(addr[1]))
+        if not data.strip(b"\r\n"):
+            return  # keepalive
+        try:
+            message = parse_message(data, self.layer.limits)
+        except SipParseError as exc:
+            self.layer._parse_error(exc, source)
+            return
+        self.layer._deliver(message, source)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error: %s", exc)
 
 
 class _Stream(asyncio.Protocol):
@@ -113,15 +138,12 @@ class TransportLayer:
         tls_client: ssl.SSLContext | None = None,
         connect_timeout: float = 5.0,
         udp_buffer: int = 0,
-        udp_max_queue_delay: float = 0.5,
     ) -> None:
         self.on_message = on_message
         # SO_RCVBUF/SO_SNDBUF of UDP listeners (0: the kernel's default, ~208 KiB on Linux,
         # about 100 MESSAGEs: a pause of a few tens of ms under load overflows it, and each
         # drop costs a retransmission 500 ms later).
         self.udp_buffer = udp_buffer
-        # Overload: a request that waited longer in our UDP queue is dropped (gw.sip.udp).
-        self.udp_max_queue_delay = udp_max_queue_delay
         self.on_parse_error = on_parse_error
         self.limits = limits or Limits()
         self.tls_server = tls_server
@@ -131,7 +153,10 @@ class TransportLayer:
         # Per-session tracing (ops): called with ("in"|"out", message, peer) when set.
         self.tracer: Callable[[str, Request | Response, Address], None] | None = None
         self.local: dict[str, Address] = {}
-        self._udp: UdpListener | None = None
+        self._udp: _Datagram | None = None
+        # Overload: called with each UDP datagram before it is parsed; True means it was
+        # answered there, statelessly, and is done (gw.gateway.shedding).
+        self.udp_screen: Callable[[bytes, tuple[str, int]], bool] | None = None
         self._servers: list[asyncio.Server] = []
         self._streams: dict[Address, _Stream] = {}
         self._connecting: dict[Address, asyncio.Task[_Stream]] = {}
@@ -140,18 +165,14 @@ class TransportLayer:
     async def listen(self, spec: ListenSpec) -> Address:
         loop = asyncio.get_running_loop()
         if spec.transport == "UDP":
-            infos = await loop.getaddrinfo(spec.host, spec.port, type=socket.SOCK_DGRAM)
-            family, kind, proto, _, where = infos[0]
-            udp = socket.socket(family, kind, proto)
-            try:
-                udp.bind(where)
-                if self.udp_buffer > 0:
-                    _set_buffers(udp, self.udp_buffer)
-            except OSError:
-                udp.close()
-                raise
-            self._udp = UdpListener(udp, self._datagram, max_queue_delay=self.udp_max_queue_delay)
-            sock = udp.getsockname()
+            _, proto = await loop.create_datagram_endpoint(
+                lambda: _Datagram(self), local_addr=(spec.host, spec.port)
+            )
+            self._udp = proto
+            assert proto.transport is not None
+            if self.udp_buffer > 0:
+                _set_buffers(proto.transport.get_extra_info("socket"), self.udp_buffer)
+            sock = proto.transport.get_extra_info("sockname")
         else:
             if spec.transport == "TLS" and self.tls_server is None:
                 raise ValueError("tls listener needs a certificate ([tls] cert_file/key_file)")
@@ -174,9 +195,8 @@ class TransportLayer:
                 stream.transport.close()
         for task in self._connecting.values():
             task.cancel()
-        if self._udp is not None:
-            self._udp.close()
-            self._udp = None
+        if self._udp is not None and self._udp.transport is not None:
+            self._udp.transport.close()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
@@ -184,12 +204,8 @@ class TransportLayer:
     @property
     def udp_socket(self) -> socket.socket | None:
         """The UDP listener's socket (its buffer sizes are ops knobs), or None."""
-        return None if self._udp is None else self._udp.sock
-
-    @property
-    def udp(self) -> UdpListener | None:
-        """The UDP listener (its overload counters), or None."""
-        return self._udp
+        udp = self._udp.transport if self._udp is not None else None
+        return None if udp is None else udp.get_extra_info("socket")
 
     # -- sending ---------------------------------------------------------------
     async def send(self, message: Request | Response, dest: Address) -> None:
@@ -201,7 +217,7 @@ class TransportLayer:
         """Send at once when no connection has to be opened (UDP, or a stream already up):
         the common case needs no task. False: nothing sent, use `send`."""
         if dest.transport == "UDP":
-            udp = self._udp
+            udp = self._udp.transport if self._udp is not None else None
             if udp is None:
                 raise SipTransportError("no UDP listener")
             udp.sendto(self._outgoing(message, dest), (dest.host, dest.port))
@@ -219,6 +235,14 @@ class TransportLayer:
             self.tracer("out", message, dest)
         self.stats.sent += 1
         return data
+
+    def send_udp(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Raw bytes out of the UDP listener (a stateless answer, gw.sip.stateless)."""
+        udp = self._udp.transport if self._udp is not None else None
+        if udp is None:
+            raise SipTransportError("no UDP listener")
+        self.stats.sent += 1
+        udp.sendto(data, addr)
 
     def can_send_now(self, dest: Address) -> bool:
         return dest.transport == "UDP" or dest in self._streams
@@ -258,18 +282,6 @@ class TransportLayer:
         return proto
 
     # -- callbacks from protocols -------------------------------------------------
-    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        """One UDP datagram (the listener hands responses over before requests)."""
-        source = Address("UDP", str(addr[0]), int(addr[1]))
-        if not data.strip(b"\r\n"):
-            return  # keepalive
-        try:
-            message = parse_message(data, self.limits)
-        except SipParseError as exc:
-            self._parse_error(exc, source)
-            return
-        self._deliver(message, source)
-
     def _register(self, remote: Address, stream: _Stream) -> None:
         self._streams[remote] = stream
 
