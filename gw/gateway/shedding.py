@@ -11,7 +11,8 @@ answers, statelessly (gw.sip.stateless), exactly what the core would have answer
 - an out-of-dialog MESSAGE whose key has no local session: 503 + Retry-After, counted as a
   set-up refused (`msrpgw_setups_refused_total`), logged once a second;
 - a BYE for a Call-ID no local session has: 481 (what the core answers; senders of a
-  refused MESSAGE, SIPp among them, may send one).
+  refused MESSAGE, SIPp among them, may send one), counted by code in
+  `msrpgw_requests_rejected_total`; no log line per BYE (the refusals' line says why).
 Everything else, and everything when a policy hook decides keys, takes the normal path.
 """
 
@@ -63,6 +64,7 @@ class Shedder:
         elif request.method == "BYE" and request.to_tagged:
             if table.by_call_id(request.call_id) is not None:
                 return False
+            core.ctx.stats.rejected[481] += 1  # msrpgw_requests_rejected_total{code="481"}
             data = answer(request, 481, "Call/Transaction Does Not Exist", headers=[])
         else:
             return False

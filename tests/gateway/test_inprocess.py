@@ -429,6 +429,7 @@ async def test_at_capacity_refusals_are_stateless_and_sessions_are_still_served(
         sock.sendto(bye, node.sip("udp"))
         gone = parse_message(await recv())
         assert isinstance(gone, Response) and gone.status == 481 and gone.cseq == (2, "BYE")
+        assert node.gw.stats.rejected[481] == 1
         # at capacity still: a MESSAGE for the established session is served as ever
         assert node.gw.setups_pending == 1
         assert (await page.message(node, msrp_user.uri("bob"), b"still")).status == 200
