@@ -59,6 +59,7 @@ class Shedder:
             refused = core.setups.refusal(key)
             if refused is None:
                 return False
+            core.ctx.stats.page_answers[refused.status] += 1  # as PageToMsrp.answer counts
             headers = [*refused.headers, ("Server", self.server)]
             data = answer(request, refused.status, refused.reason, headers=headers)
         elif request.method == "BYE" and request.to_tagged:

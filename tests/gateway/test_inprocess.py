@@ -424,6 +424,7 @@ async def test_at_capacity_refusals_are_stateless_and_sessions_are_still_served(
         assert first.to.tag and again.to.tag == first.to.tag
         assert first.call_id == "shed-1" and first.cseq == (1, "MESSAGE")
         assert node.gw.stats.setups_refused == 2
+        assert node.gw.stats.page_answers[503] == 2  # counted as the parsed path counts
         bye = request.replace(b"MESSAGE sip", b"BYE sip", 1).replace(b"1 MESSAGE", b"2 BYE")
         bye = bye.replace(b"To: <sip:dave@127.0.0.1>", b"To: <sip:dave@127.0.0.1>;tag=t")
         sock.sendto(bye, node.sip("udp"))
