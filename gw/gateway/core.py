@@ -77,7 +77,9 @@ class GatewayCore:
         fast 503 at once. Telling a new key from another node's session would take a store
         round trip and a task per MESSAGE, which is what made set-up goodput collapse under
         overload; the client retries after Retry-After."""
-        return self.setups.refusal(key) if self.setups.at_capacity() else None
+        if self.ctx.table.get(key) is not None or not self.setups.at_capacity():
+            return None
+        return self.setups.refusal(key)
 
     # -- SIP requests ----------------------------------------------------------------------
 

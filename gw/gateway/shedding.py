@@ -36,7 +36,6 @@ class Shedder:
         self.policy = policy
         self.send = send
         self.server = server
-        self.shed = 0  # requests answered here
 
     def screen(self, data: bytes, addr: tuple[str, int]) -> bool:
         """True when the request was answered here (the caller drops it)."""
@@ -46,29 +45,24 @@ class Shedder:
         request = peek(data)
         if request is None:
             return False
-        table = core.ctx.table
         if request.method == "MESSAGE" and not request.to_tagged:
             try:
                 page = parse_name_addr(request.from_value).uri
                 msrp = parse_name_addr(request.to_value).uri
             except SipSyntaxError:
                 return False  # the full path answers it precisely
-            key = self.policy.key(page, msrp)
-            if table.get(key) is not None:
-                return False
-            refused = core.setups.refusal(key)
+            refused = core.refuse_new(self.policy.key(page, msrp))  # as PageToMsrp asks
             if refused is None:
                 return False
             core.ctx.stats.page_answers[refused.status] += 1  # as PageToMsrp.answer counts
             headers = [*refused.headers, ("Server", self.server)]
             data = answer(request, refused.status, refused.reason, headers=headers)
         elif request.method == "BYE" and request.to_tagged:
-            if table.by_call_id(request.call_id) is not None:
+            if core.ctx.table.by_call_id(request.call_id) is not None:
                 return False
             core.ctx.stats.rejected[481] += 1  # msrpgw_requests_rejected_total{code="481"}
             data = answer(request, 481, "Call/Transaction Does Not Exist", headers=[])
         else:
             return False
-        self.shed += 1
         self.send(data, (addr[0], request.reply_port(addr[1])))
         return True

@@ -90,7 +90,7 @@ class PageToMsrp:
         if session is not None:
             self.submit(session, request.body, ctype, request.call_id, started, reply=txn)
             return
-        if self.refuse_new is not None and ctx.table.get(decision.key) is None:
+        if self.refuse_new is not None:
             refused = self.refuse_new(decision.key)
             if refused is not None:  # overload: refused before any task or store access
                 self.answer(txn, started, refused)

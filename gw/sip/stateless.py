@@ -34,11 +34,7 @@ class RawRequest:
     from_value: str
     to_value: str
     call_id: str
-
-    @property
-    def to_tagged(self) -> bool:
-        """In a dialog (or claiming to be): the To header has a tag."""
-        return _has_tag(self.to_value)
+    to_tagged: bool  # in a dialog (or claiming to be): the To header has a tag
 
     def reply_port(self, source_port: int) -> int:
         """Where the answer goes (§18.2.2, RFC 3581): the source port with `rport`, else
@@ -101,6 +97,7 @@ def peek(data: bytes) -> RawRequest | None:
         from_value=from_value,
         to_value=to_value,
         call_id=call_id,
+        to_tagged=_has_tag(to_value),
     )
 
 

@@ -66,28 +66,17 @@ return arm(KEYS[1], KEYS[2], deadline(KEYS[1]))
 """
 )
 
-# ARGV[5]: '1' to recompute the TTLs (a timestamp changed); ARGV[6..]: field, value pairs.
-# Returns 1 if updated, 0 if the session does not exist (never recreates it).
+# ARGV[5]: a channel ('' for none) and ARGV[6] a payload to PUBLISH once the session is
+# updated (a set-up's state change and its event in one round trip); ARGV[7]: '1' to recompute
+# the TTLs (a timestamp changed); ARGV[8..]: field, value pairs.
+# Returns 1 if updated (and published), 0 if the session does not exist (never recreates it).
 UPDATE = (
-    _DEADLINE
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-if ARGV[5] == '1' then arm(KEYS[1], KEYS[2], deadline(KEYS[1])) end
-return 1
-"""
-)
-
-# UPDATE, then PUBLISH ARGV[6] on channel ARGV[5] when the session was updated: a change of
-# state and its event in one round trip (a set-up's last store write). ARGV[7] as UPDATE's
-# ARGV[5], ARGV[8..]: field, value pairs. Returns 1 if updated (and published), else 0.
-UPDATE_PUBLISH = (
     _DEADLINE
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 if ARGV[7] == '1' then arm(KEYS[1], KEYS[2], deadline(KEYS[1])) end
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1
 """
 )

@@ -101,7 +101,6 @@ class SessionStore:
         self._create_or_get = _Script(redis, lua.CREATE_OR_GET)
         self._touch = _Script(redis, lua.TOUCH)
         self._update = _Script(redis, lua.UPDATE)
-        self._update_publish = _Script(redis, lua.UPDATE_PUBLISH)
         self._sweep = _Script(redis, lua.SWEEP)
         self._delete = _Script(redis, lua.DELETE)
         self._claim = _Script(redis, lua.CLAIM)
@@ -121,30 +120,28 @@ class SessionStore:
     async def create(self, record: SessionRecord) -> bool:
         """Store `record` only if no session has its key. Zero timestamps are set to now
         (in `record` too): both timeouts count from creation."""
-        if not record.key:
-            raise ValueError("session key must not be empty")
-        now = self.clock()
-        record.created = record.created or now
-        record.last_message = record.last_message or record.created
-        record.last_send = record.last_send or record.created
-        args: list[str | bytes] = [*self._head(now), *encode_fields(record_fields(record))]
+        args = self._create_args(record)
         return bool(await self._create(keys=self._names(record.key), args=args))
 
     async def create_or_get(self, record: SessionRecord) -> SessionRecord | None:
         """`create`, in one round trip with the read that usually precedes it: None when
         `record` was stored, else the session that holds the key (stored unchanged)."""
+        args = self._create_args(record)
+        reply = await self._create_or_get(keys=self._names(record.key), args=args)
+        if not isinstance(reply, list):
+            return None
+        flat = cast(list[bytes], reply)
+        return decode_record(record.key, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    def _create_args(self, record: SessionRecord) -> list[str | bytes]:
+        """CREATE's ARGV; fills `record`'s zero timestamps with now."""
         if not record.key:
             raise ValueError("session key must not be empty")
         now = self.clock()
         record.created = record.created or now
         record.last_message = record.last_message or record.created
         record.last_send = record.last_send or record.created
-        args: list[str | bytes] = [*self._head(now), *encode_fields(record_fields(record))]
-        reply = await self._create_or_get(keys=self._names(record.key), args=args)
-        if not isinstance(reply, list):
-            return None
-        flat = cast(list[bytes], reply)
-        return decode_record(record.key, dict(zip(flat[::2], flat[1::2], strict=True)))
+        return [*self._head(now), *encode_fields(record_fields(record))]
 
     async def get(self, key: str) -> SessionRecord | None:
         raw = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.session(key)))
@@ -173,26 +170,25 @@ class SessionStore:
         Changing a timestamp recomputes the deadline."""
         if not fields:
             return await self.redis.exists(self.keys.session(key)) == 1
-        args: list[str | bytes] = [*self._head(self.clock()), *self._fields(fields)]
-        return bool(await self._update(keys=self._names(key), args=args))
+        return await self._update_fields(key, fields, "", "")
 
     async def update_and_publish(
         self, key: str, fields: Mapping[str, Any], channel: str, payload: str
     ) -> bool:
         """`update`, and when the session was there, PUBLISH `payload` on `channel`, in one
         round trip: a set-up's state change and its event cost one command, not two."""
-        args: list[str | bytes] = [*self._head(self.clock()), channel, payload]
-        args += self._fields(fields)
-        return bool(await self._update_publish(keys=self._names(key), args=args))
+        return await self._update_fields(key, fields, channel, payload)
 
-    @staticmethod
-    def _fields(fields: Mapping[str, Any]) -> list[str | bytes]:
-        """UPDATE's ARGV tail: the re-arm flag, then field, value pairs."""
+    async def _update_fields(
+        self, key: str, fields: Mapping[str, Any], channel: str, payload: str
+    ) -> bool:
         unknown = set(fields) - FIELDS
         if unknown:
             raise TypeError(f"unknown session fields: {sorted(unknown)}")
         rearm = b"1" if _TIMESTAMPS & set(fields) else b"0"
-        return [rearm, *encode_fields(fields)]
+        args: list[str | bytes] = [*self._head(self.clock()), channel, payload, rearm]
+        args += encode_fields(fields)
+        return bool(await self._update(keys=self._names(key), args=args))
 
     async def delete(self, key: str, *, owner: str | None = None) -> bool:
         """Remove the session and its deadline (no `expired` event); with `owner`, only if
