@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                 url = f"http://{node.ready['mgmt']}/metrics"
                 text = urllib.request.urlopen(url, timeout=5).read().decode()
                 print("\n".join(ln for ln in text.splitlines() if args.metrics in ln))
+            if args.module == "bench.cprofile_node":
+                os.kill(node.pid, signal.SIGUSR2)  # write the stats before the SIGKILL
+                time.sleep(3)
             node.kill()
             if args.log:
                 print(node.log.read_text()[-args.log :])
