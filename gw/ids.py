@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import deque
 
-__all__ = ["random_hex"]
+__all__ = ["new_sid", "random_hex"]
 
 _CHARS = 24  # hex characters per pooled id: 96 bits, the most any caller takes
 _BATCH = 256
@@ -32,3 +32,8 @@ def random_hex(chars: int = _CHARS) -> str:
 
 if hasattr(os, "register_at_fork"):  # a forked child must not reuse its parent's ids
     os.register_at_fork(after_in_child=_pool.clear)
+
+
+def new_sid() -> str:
+    """A session instance's id (SessionRecord.sid): 64 random bits."""
+    return random_hex(16)

@@ -22,14 +22,16 @@ from gw.gateway.commands import (
     StoreUpdate,
 )
 from gw.gateway.context import Context, log
-from gw.gateway.legs import Role
+from gw.gateway.legs import Role, peer_path
 from gw.gateway.lifecycle import Lifecycle
 from gw.gateway.loops import hops_of
 from gw.gateway.policy import Decision
 from gw.gateway.session import GwSession
 from gw.gateway.settings import ALLOW
 from gw.gateway.state import SessionState
+from gw.ids import new_sid
 from gw.msrp.endpoint import MsrpSessionError
+from gw.msrp.uri import MsrpUriError
 from gw.sip.sdp import SdpError, answer_setup, find_msrp_media, negotiate_types, parse_sdp
 from gw.store.records import SessionRecord
 
@@ -66,6 +68,11 @@ class Answering:
                 [("Warning", '304 msrp-gw "Media type not available"')],
             )
             return
+        try:
+            path = peer_path(media)
+        except MsrpUriError as exc:
+            ctx.reject(txn, 400, "Bad MSRP Path", str(exc))
+            return
         types = negotiate_types(
             media.accept_types, decision.content_types or ctx.settings.content_types
         )
@@ -78,8 +85,10 @@ class Answering:
                 [("Warning", '305 msrp-gw "Incompatible media format"')],
             )
             return
-        if ctx.table.get(decision.key) is not None:
-            yield from self.lifecycle.end_session(decision.key, "replaced")
+        # The key's session is replaced: given up at once, its BYE goes on meanwhile.
+        old = ctx.table.get(decision.key)
+        if old is not None:
+            yield from self.lifecycle.end(old, "replaced", wait_bye=False)
         setup = answer_setup(media.setup) if media.setup else None
         role: Role = "active" if setup == "active" else "passive"
         local_uri = ctx.legs.new_local_uri()
@@ -87,6 +96,7 @@ class Answering:
         hops = hops_of(request)
         record = SessionRecord(
             key=decision.key,
+            sid=new_sid(),
             state="active",
             origin="answer",
             owner=ctx.me,
@@ -106,14 +116,21 @@ class Answering:
         )
         try:
             if not (yield StoreCreate(record)):
-                yield StoreDelete(decision.key)
+                # Another instance holds the key (another node's, or one being set up
+                # here meanwhile): its owner ends it, then the key is ours.
+                yield from self.lifecycle.end_session(decision.key, "replaced", wait_bye=False)
                 if not (yield StoreCreate(record)):
-                    ctx.unavailable(txn, "session create race")
-                    return
+                    yield StoreDelete(decision.key)
+                    if not (yield StoreCreate(record)):
+                        ctx.unavailable(txn, "session create race")
+                        return
         except StoreErrors as exc:
             log.warning("store unavailable: %s", exc)
             ctx.unavailable(txn, "store")
             return
+        occupant = ctx.table.get(decision.key)  # set up here while we wrote the record
+        if occupant is not None and not occupant.state.over:
+            yield from self.lifecycle.end(occupant, "replaced", wait_bye=False)
         session = GwSession(
             key=decision.key,
             origin="answer",
@@ -123,10 +140,12 @@ class Answering:
             peer_types=ctx.table.types(media.accept_types),
         )
         try:
-            handle = ctx.legs.open(session, media, local_uri=local_uri, role=role, types=types)
+            handle = ctx.legs.open(
+                session, media, path=path, local_uri=local_uri, role=role, types=types
+            )
         except MsrpSessionError as exc:  # relay configured but down
             with contextlib.suppress(*StoreErrors):
-                yield StoreDelete(decision.key)
+                yield StoreDelete(decision.key, ctx.me, record.sid)
             ctx.unavailable(txn, f"msrp relay: {exc}")
             return
         session.msrp = handle
@@ -141,7 +160,8 @@ class Answering:
         )
         started = (ev.SESSION_STARTED, {"key": session.key, "origin": "answer"})
         if session.dialog is not None:  # the tag and the event in one round trip
-            yield StoreUpdate(decision.key, {"local_tag": session.dialog.local_tag}, started)
+            tag = {"local_tag": session.dialog.local_tag}
+            yield StoreUpdate(decision.key, tag, started, record.sid)
         else:
             yield PublishNow(*started)
         if role == "active":
@@ -156,7 +176,7 @@ class Answering:
             yield Connect(handle, self.ctx.settings.setup_timeout)
         except (MsrpSessionError, TimeoutError, OSError) as exc:
             log.info("cannot connect to MSRP peer: %s", exc, extra={"key": session.key})
-            yield from self.lifecycle.end_session(session.key, "msrp connect failed")
+            yield from self.lifecycle.end(session, "msrp connect failed")
 
     def in_dialog(self, txn: ServerTxn) -> Procedure[None]:
         """A request inside a dialog (or with a To tag): BYE ends the session, a re-INVITE
@@ -167,7 +187,7 @@ class Answering:
         if request.method == "BYE":
             ctx.out(Respond(txn, 200, "OK"))
             if session is not None:
-                yield from self.lifecycle.end_session(session.key, "bye", send_bye=False)
+                yield from self.lifecycle.end(session, "bye", send_bye=False)
             return
         if request.method == "INVITE" and session is not None:
             yield from self.reinvite(txn, session)
@@ -187,8 +207,10 @@ class Answering:
         try:
             offer = parse_sdp(request.body) if request.body else None
             media = find_msrp_media(offer) if offer is not None else None
-        except SdpError:
+            path = peer_path(media) if media is not None else ()
+        except (SdpError, MsrpUriError):
             offer = media = None
+            path = ()
         if media is None or session.msrp is None:
             ctx.out(Respond(txn, 488, "Not Acceptable Here"))
             return
@@ -203,7 +225,12 @@ class Answering:
         if [str(u) for u in old.peer_path] != list(media.path):
             try:
                 new = ctx.legs.open(
-                    session, media, local_uri=ctx.legs.new_local_uri(), role=role, types=types
+                    session,
+                    media,
+                    path=path,
+                    local_uri=ctx.legs.new_local_uri(),
+                    role=role,
+                    types=types,
                 )
             except MsrpSessionError:  # relay configured but down
                 ctx.unavailable(txn, "msrp relay down")
@@ -216,8 +243,7 @@ class Answering:
         answer = ctx.legs.answer(media, session.msrp, types=types, setup=setup, offer=offer)
         ctx.out(Respond(txn, 200, "OK", body=answer, content_type="application/sdp"))
         with contextlib.suppress(*StoreErrors):
-            yield StoreUpdate(
-                session.key, {"peer_path": list(media.path), "local_path": [str(local_uri)]}
-            )
+            paths = {"peer_path": list(media.path), "local_path": [str(local_uri)]}
+            yield StoreUpdate(session.key, paths, None, session.record.sid)
         if role == "active" and session.msrp is not old:
             ctx.out(Spawn(self.connect(session)))

@@ -195,12 +195,14 @@ class StoreUpdate:
     # An event (name, data) published in the same round trip, only if the session was
     # updated: a set-up's last write and its SESSION_STARTED cost one store command.
     event: tuple[str, dict[str, Any]] | None = None
+    sid: str = ""  # only while this session instance holds the key ("": any)
 
 
 @dataclass(frozen=True, slots=True)
 class StoreDelete:
     key: str
     owner: str | None = None  # -> bool: deleted only while `owner` owns it
+    sid: str = ""  # and while this session instance holds the key ("": any)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +213,8 @@ class StoreClaim:
 
 
 @dataclass(frozen=True, slots=True)
-class StoreExisting:
-    keys: list[str]  # -> list[bool]
+class StoreSids:
+    keys: list[str]  # -> list[str | None]: each record's sid, None where there is none
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +225,7 @@ class StoreTouch:
     key: str
     page: bool
     now: float
+    sid: str = ""  # SessionNotFound too when another instance holds the key
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +333,7 @@ Step = (
     | StoreUpdate
     | StoreDelete
     | StoreClaim
-    | StoreExisting
+    | StoreSids
     | StoreTouch
     | StoreSweep
     | Alive

@@ -154,7 +154,7 @@ class GatewayCore:
             if session.msrp is not None and not session.msrp.closed:
                 return  # a leg a re-INVITE replaced closed, not the current one
             log.info("msrp session closed: %s", event.reason, extra={"key": session.key})
-            ctx.out(Spawn(self.lifecycle.end_session(session.key, f"msrp closed: {event.reason}")))
+            ctx.out(Spawn(self.lifecycle.end(session, f"msrp closed: {event.reason}")))
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -164,8 +164,9 @@ class GatewayCore:
 
     # -- procedures the adapter starts -----------------------------------------------------
 
-    def end_session(self, key: str, reason: str) -> Procedure[bool]:
-        return self.lifecycle.end_session(key, reason)
+    def end_session(self, key: str, reason: str, *, wait_bye: bool = True) -> Procedure[bool]:
+        """End the key's session (MI; another node asking, which needs no wait for the BYE)."""
+        return self.lifecycle.end_session(key, reason, wait_bye=wait_bye)
 
     def expired(self, key: str) -> Procedure[None]:
         return self.lifecycle.expired(key)

@@ -167,12 +167,12 @@ class Gateway:
             c.StoreCreate: lambda s: store.create(s.record),
             c.StoreCreateOrGet: lambda s: store.create_or_get(s.record),
             c.StoreUpdate: self._store_update,
-            c.StoreDelete: lambda s: store.delete(s.key, owner=s.owner),
+            c.StoreDelete: lambda s: store.delete(s.key, owner=s.owner, sid=s.sid),
             c.StoreClaim: lambda s: store.claim(
                 s.key, expected_owner=s.expected_owner, new_owner=s.new_owner
             ),
-            c.StoreExisting: lambda s: store.existing(s.keys),
-            c.StoreTouch: lambda s: store.touch(s.key, page_message=s.page, now=s.now),
+            c.StoreSids: lambda s: store.sids(s.keys),
+            c.StoreTouch: lambda s: store.touch(s.key, page_message=s.page, now=s.now, sid=s.sid),
             c.StoreSweep: lambda s: store.expired_sweep(count=s.count),
             c.Alive: self._alive,
             c.ForgetNode: self._forget_node,
@@ -267,7 +267,10 @@ class Gateway:
     async def on_rpc(self, request: RpcRequest) -> RpcReply:
         """Requests from other nodes: forwarded MESSAGEs and session ends."""
         if isinstance(request, EndSession):
-            return Ended(await self._drive(self.core.end_session(request.key, request.reason)))
+            # The key is free once the owner forgot the session: the asker (a new INVITE
+            # replacing it) does not wait for the BYE too.
+            ended = self.core.end_session(request.key, request.reason, wait_bye=False)
+            return Ended(await self._drive(ended))
         request.hops += 1
         outcome = await self._drive(self.core.routing.route_page(request))
         return Answer(outcome.status, outcome.reason, outcome.headers)
@@ -521,10 +524,12 @@ class Gateway:
 
     async def _store_update(self, step: c.StoreUpdate) -> bool:
         if step.event is None:
-            return await self.store.update(step.key, **step.fields)
+            return await self.store.update_session(step.key, step.sid, step.fields)
         bus = self.bus
         payload = bus.payload(*step.event)
-        return await self.store.update_and_publish(step.key, step.fields, bus.channel, payload)
+        return await self.store.update_session(
+            step.key, step.sid, step.fields, bus.channel, payload
+        )
 
     async def _publish(self, name: str, data: dict[str, Any]) -> None:
         try:

@@ -13,16 +13,22 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from gw.msrp.endpoint import MsrpEndpoint
 from gw.msrp.endpoint import Session as MsrpHandle
 from gw.msrp.events import SessionEvent
-from gw.msrp.uri import MsrpUri
+from gw.msrp.uri import MsrpUri, parse_msrp_uri
 from gw.sip.sdp import MsrpMedia, SessionDescription, build_msrp_answer, build_msrp_offer
 
 if TYPE_CHECKING:
     from gw.gateway.session import GwSession
     from gw.gateway.settings import GatewaySettings
 
-__all__ = ["Legs", "MsrpLegs", "Role"]
+__all__ = ["Legs", "MsrpLegs", "Role", "peer_path"]
 
 Role = Literal["active", "passive"]
+
+
+def peer_path(media: MsrpMedia) -> tuple[MsrpUri, ...]:
+    """The peer's a=path, parsed: MsrpUriError names the first bad URI. Checked before
+    any effect (a record, an answer), so a garbage path is refused, never half set up."""
+    return tuple(parse_msrp_uri(u) for u in media.path)
 
 
 class Legs(Protocol):
@@ -37,6 +43,7 @@ class Legs(Protocol):
         session: GwSession,
         media: MsrpMedia,
         *,
+        path: Sequence[MsrpUri],
         local_uri: MsrpUri,
         role: Role,
         types: Sequence[str],
@@ -89,18 +96,20 @@ class MsrpLegs:
         session: GwSession,
         media: MsrpMedia,
         *,
+        path: Sequence[MsrpUri],
         local_uri: MsrpUri,
         role: Role,
         types: Sequence[str],
     ) -> MsrpHandle:
-        """The MSRP session for `media` (the peer's stream), reporting to `session`.
+        """The MSRP session for `media` (the peer's stream, its `path` parsed by
+        `peer_path`), reporting to `session`.
         Whatever the MSRP user sends becomes MESSAGEs, so incoming messages have the
         page-mode size limit. MsrpSessionError(503) while a required relay is down."""
         s = self.settings
         if self.sink is not None:
             session.sink = self.sink
         return self.msrp.create_session(
-            media.path,
+            path,
             local_uri=local_uri,
             role=role,
             via_relay=self.msrp.relay_required,

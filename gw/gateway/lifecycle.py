@@ -1,8 +1,9 @@
 """How sessions end, expire, and survive a store that lost them.
 
-Procedures (see gw.gateway.commands): `end_session` (MI, BYE, drain, expiry, a lost
-MSRP leg), `refresh` (push a deadline; rebuild a record the store lost), `expired`,
-`sweep`, `reconcile`. `forget` is the one place a session leaves this node.
+Procedures (see gw.gateway.commands): `end_session` (by key: MI, expiry, another node)
+and `end` (this session: BYE, drain, a lost MSRP leg, replaced, superseded), `refresh`
+(push a deadline; rebuild a record the store lost), `expired`, `sweep`, `reconcile`.
+`forget` is the one place a session leaves this node.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from gw.gateway.commands import (
     CloseMsrp,
     Procedure,
     PublishNow,
+    Spawn,
     StoreCreate,
     StoreDelete,
-    StoreExisting,
     StoreGet,
+    StoreSids,
     StoreSweep,
     StoreTouch,
 )
@@ -34,6 +36,7 @@ from gw.gateway.context import Context, log
 from gw.gateway.session import GwSession, Outcome
 from gw.gateway.state import SessionState
 from gw.gateway.to_msrp import PageToMsrp
+from gw.sip.dialog import Dialog
 from gw.store.records import SessionRecord
 from gw.store.sessions import SessionNotFound
 
@@ -50,43 +53,64 @@ class Lifecycle:
         # When a record's deadline passes: the store's rule (SessionStore.deadline).
         self.deadline_of: Callable[[SessionRecord], float] = lambda rec: rec.last_message
 
-    def end_session(self, key: str, reason: str, *, send_bye: bool = True) -> Procedure[bool]:
+    def end_session(
+        self, key: str, reason: str, *, send_bye: bool = True, wait_bye: bool = True
+    ) -> Procedure[bool]:
         """End the key's session: ours here, a live owner's through it, a dead owner's
         record directly. True when a session was ended."""
         ctx = self.ctx
         session = ctx.table.get(key)
-        if session is None:
-            rec: SessionRecord | None = yield StoreGet(key)  # an error: "unavailable", not 404
-            if rec is None:
-                return False
-            if (yield from self.owner_elsewhere(rec.owner)):
-                # The owner holds the dialog and the MSRP connection: it sends the BYE.
-                try:
-                    reply = yield Ask(rec.owner, EndSession(key, reason), self.forward_timeout)
-                except (NodeUnreachable, TimeoutError, BadRpc):
-                    pass
-                else:
-                    return isinstance(reply, Ended) and reply.ok
-            # Owner dead (or we own a record without live state): clean up the record.
-            if not (yield StoreDelete(key, rec.owner)):
-                return False
-            log.info("session ended: %s (owner %s gone)", reason, rec.owner, extra={"key": key})
-            yield PublishNow(
-                ev.SESSION_ENDED,
-                {"key": key, "reason": reason, "origin": rec.origin, "owner": rec.owner},
-            )
-            return True
+        if session is not None:
+            return (yield from self.end(session, reason, send_bye=send_bye, wait_bye=wait_bye))
+        rec: SessionRecord | None = yield StoreGet(key)  # an error: "unavailable", not 404
+        if rec is None:
+            return False
+        if (yield from self.owner_elsewhere(rec.owner)):
+            # The owner holds the dialog and the MSRP connection: it sends the BYE.
+            try:
+                reply = yield Ask(rec.owner, EndSession(key, reason), self.forward_timeout)
+            except (NodeUnreachable, TimeoutError, BadRpc):
+                pass
+            else:
+                return isinstance(reply, Ended) and reply.ok
+        # Owner dead (or we own a record without live state): clean up that record, and
+        # only that one (a new session may have taken the key since the read).
+        if not (yield StoreDelete(key, rec.owner, rec.sid)):
+            return False
+        log.info("session ended: %s (owner %s gone)", reason, rec.owner, extra={"key": key})
+        yield PublishNow(
+            ev.SESSION_ENDED,
+            {"key": key, "reason": reason, "origin": rec.origin, "owner": rec.owner},
+        )
+        return True
+
+    def end(
+        self, session: GwSession, reason: str, *, send_bye: bool = True, wait_bye: bool = True
+    ) -> Procedure[bool]:
+        """End `session` (this instance, whatever holds its key now). The key is given up,
+        here and in the store, before the BYE goes out: a session that replaces it never
+        waits for the old dialog's BYE (up to 64*T1 to a peer gone silent), and nothing
+        the old one does later can touch the new one. `wait_bye`: the procedure returns
+        once the BYE is answered (drain, MI); else the BYE goes on in the background."""
         if session.state.over:
             return True
         was_setup = session.state.setting_up
         session.transition(SessionState.ENDING)
         self.to_msrp.fail_queue(session, Outcome(480, "Session Ended"))
-        if was_setup and session.invite is not None and session.dialog is None:
-            yield Cancel(session.invite)
-        if send_bye:
-            yield from self.bye(session)
+        dialog, session.dialog = session.dialog, None
+        invite = session.invite if was_setup and dialog is None else None
         yield from self.forget(session, reason)
+        if invite is not None:
+            yield Cancel(invite)
+        if send_bye and dialog is not None:
+            if wait_bye:
+                yield Bye(dialog)
+            else:
+                self.ctx.out(Spawn(self._bye(dialog)))
         return True
+
+    def _bye(self, dialog: Dialog) -> Procedure[None]:
+        yield Bye(dialog)
 
     @property
     def forward_timeout(self) -> float:
@@ -100,11 +124,12 @@ class Lifecycle:
         alive: bool = yield Alive(owner)
         return alive
 
-    def bye(self, session: GwSession) -> Procedure[None]:
-        dialog = session.dialog
-        session.dialog = None
+    def hang_up(self, session: GwSession) -> None:
+        """BYE to the session's dialog, in the background: whatever follows (a failed
+        set-up's answer, the record's delete) does not wait for a silent peer."""
+        dialog, session.dialog = session.dialog, None
         if dialog is not None:
-            yield Bye(dialog)
+            self.ctx.out(Spawn(self._bye(dialog)))
 
     def forget(self, session: GwSession, reason: str) -> Procedure[None]:
         """Drop the session from this node and the store, once (a set-up ended by MI and
@@ -114,7 +139,7 @@ class Lifecycle:
         self.release(session, reason)
         ctx = self.ctx
         with contextlib.suppress(*StoreErrors):
-            yield StoreDelete(session.key, ctx.me)
+            yield StoreDelete(session.key, ctx.me, session.record.sid)
         ctx.stats.session_ended(reason)
         log.info("session ended: %s", reason, extra={"key": session.key})
         yield PublishNow(
@@ -142,7 +167,7 @@ class Lifecycle:
         rebuilt. The adapter runs one at a time per session and side (`Refresh`)."""
         now = self.ctx.clock.time()
         try:
-            yield StoreTouch(session.key, page, now)
+            yield StoreTouch(session.key, page, now, session.record.sid)
         except SessionNotFound:
             # The store lost it (restart without persistence): we hold the live session.
             return (yield from self.rebuild(session))
@@ -174,20 +199,30 @@ class Lifecycle:
             ctx.stats.sessions_rebuilt += 1
             log.info("session record rebuilt from live state", extra={"key": session.key})
             return True
-        yield from self.end_session(session.key, "superseded")
+        # Another instance holds the key: a session without its record is ended (BYE).
+        log.info("session superseded: its key holds another session", extra={"key": session.key})
+        yield from self.end(session, "superseded")
         return False
 
     def reconcile(self) -> Procedure[None]:
-        """Rebuild records of live sessions the store lost (restart, failover, flush)."""
+        """Our live sessions against the store: a lost record is rebuilt (restart, failover,
+        flush); a session whose key another instance holds now is ended."""
         table = self.ctx.table
-        keys = [k for k in table if (s := table.get(k)) and s.state is SessionState.ACTIVE]
-        for start in range(0, len(keys), 500):
-            batch = keys[start : start + 500]
-            found: list[bool] = yield StoreExisting(batch)
-            for key, exists in zip(batch, found, strict=True):
-                session = table.get(key)
-                if not exists and session is not None and session.state is SessionState.ACTIVE:
+        sessions = [s for s in table.sessions() if s.state is SessionState.ACTIVE]
+        for start in range(0, len(sessions), 500):
+            batch = sessions[start : start + 500]
+            found: list[str | None] = yield StoreSids([s.key for s in batch])
+            for session, sid in zip(batch, found, strict=True):
+                if session.state is not SessionState.ACTIVE:
+                    continue  # ended meanwhile
+                if sid is None:
                     yield from self.rebuild(session)
+                elif sid != session.record.sid:
+                    log.info(
+                        "session superseded: its key holds another session",
+                        extra={"key": session.key},
+                    )
+                    yield from self.end(session, "superseded")
 
     def expired(self, key: str) -> Procedure[None]:
         """The session's deadline passed (keyspace notification or sweep)."""
@@ -219,5 +254,5 @@ class Lifecycle:
     def drain(self) -> Procedure[None]:
         """SIGTERM: take no new work, end what we own with BYE."""
         self.ctx.draining = True
-        for key in self.ctx.table:
-            yield from self.end_session(key, "shutdown")
+        for session in self.ctx.table.sessions():
+            yield from self.end(session, "shutdown")

@@ -115,6 +115,9 @@ class Routing:
                     self.setups.creating -= 1
                 if rec is None:
                     return self.setups.start(page, record, fresh=True)
+                session = ctx.table.get(key)  # answered here while we looked (an INVITE)
+                if session is not None and not session.state.over:
+                    return session
             if rec.owner == me:
                 if (refused := self.setups.refusal(key)) is not None:
                     return refused

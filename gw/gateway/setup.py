@@ -26,14 +26,15 @@ from gw.gateway.commands import (
     StoreUpdate,
 )
 from gw.gateway.context import Context, log
-from gw.gateway.legs import Role
+from gw.gateway.legs import Role, peer_path
 from gw.gateway.lifecycle import Lifecycle
 from gw.gateway.rules import setup_refusal
 from gw.gateway.session import GwSession, Outcome, mirror_into
 from gw.gateway.state import SessionState
 from gw.gateway.to_msrp import PageToMsrp
+from gw.ids import new_sid
 from gw.msrp.endpoint import MsrpSessionError
-from gw.msrp.uri import MsrpUri
+from gw.msrp.uri import MsrpUri, MsrpUriError
 from gw.sip.message import LocalFailure, Response
 from gw.sip.sdp import SdpError, find_msrp_media, parse_sdp, we_connect
 from gw.sip.uri import parse_name_addr
@@ -89,6 +90,7 @@ class Setups:
         now = self.ctx.clock.time()
         record = SessionRecord(
             key=page.key,
+            sid=new_sid(),
             state="setup",
             origin="msg_to_msrp",
             owner=self.ctx.me,
@@ -103,25 +105,29 @@ class Setups:
     def start(self, page: PageMessage, record: SessionRecord, *, fresh: bool) -> GwSession:
         """Own `record` and set a new MSRP leg up for it (a new key, or one taken over)."""
         ctx = self.ctx
+        prior: str | None = None  # the sid of the record taken, to take it only from that one
         if not fresh:
             mirror_into(page, record)
             record.state = "setup"
             record.origin = "msg_to_msrp"
             record.content_types = list(page.content_types or ctx.settings.content_types)
+            prior, record.sid = record.sid, new_sid()  # a new instance holds the key now
         session = GwSession(key=page.key, origin="msg_to_msrp", record=record)
         ctx.table.add(session)
         ctx.stats.sessions_created["msg_to_msrp"] += 1
         self.pending += 1
-        ctx.out(Spawn(self.run(session, page, fresh)))
+        ctx.out(Spawn(self.run(session, page, prior)))
         return session
 
-    def run(self, session: GwSession, page: PageMessage, fresh: bool) -> Procedure[None]:
+    def run(self, session: GwSession, page: PageMessage, prior: str | None) -> Procedure[None]:
         try:
-            yield from self.set_up(session, page, fresh)
+            yield from self.set_up(session, page, prior)
         finally:
             self.pending -= 1
 
-    def set_up(self, session: GwSession, page: PageMessage, fresh: bool) -> Procedure[None]:
+    def set_up(self, session: GwSession, page: PageMessage, prior: str | None) -> Procedure[None]:
+        """INVITE, then the MSRP leg; `prior`: the sid of the record this set-up took over
+        (None: the record is new)."""
         ctx = self.ctx
         s = ctx.settings
         local_uri = ctx.legs.new_local_uri()
@@ -148,11 +154,12 @@ class Setups:
         code: int | None = None
         reason: str | None = None
         try:
-            if not fresh:
+            if prior is not None:
                 rec = session.record
                 yield StoreUpdate(
                     session.key,
                     {
+                        "sid": rec.sid,
                         "state": "setup",
                         "origin": "msg_to_msrp",
                         "msg_from": rec.msg_from,
@@ -160,6 +167,8 @@ class Setups:
                         "msg_ruri": rec.msg_ruri,
                         "content_types": rec.content_types,
                     },
+                    None,
+                    prior,
                 )
             response, dialog = yield Invite(invite, s.setup_timeout)
             if response.local is None and response.status >= 300:
@@ -174,7 +183,7 @@ class Setups:
             session.dialog = dialog
             session.invite = None  # only a CANCEL needed it: the dialog has what BYE needs
             if session.state is not SessionState.INVITING:  # ended meanwhile (MI, drain)
-                yield from self.lifecycle.bye(session)
+                self.lifecycle.hang_up(session)
                 return
             session.transition(SessionState.CONNECTING)
             yield from self.connect(session, response, local_uri, setup)
@@ -185,7 +194,7 @@ class Setups:
             yield from self.failed(session, 503, f"Store Error: {exc}", None, None)
             return
         if session.state.over:  # ended while connecting
-            yield from self.lifecycle.bye(session)
+            self.lifecycle.hang_up(session)
             handle = session.msrp
             if handle is not None:
                 session.msrp = None
@@ -208,21 +217,32 @@ class Setups:
         except SdpError:
             media = None
         if media is None:
-            yield from self.lifecycle.bye(session)
+            self.lifecycle.hang_up(session)
             raise SetupFailed(488, "No MSRP Stream In Answer")
+        try:
+            path = peer_path(media)
+        except MsrpUriError as exc:
+            log.info("bad a=path in the answer: %s", exc, extra={"key": session.key})
+            self.lifecycle.hang_up(session)
+            raise SetupFailed(488, "Bad MSRP Path In Answer") from None
         try:
             active = we_connect(we_offered=True, offer=our_setup, answer=media.setup)
         except SdpError:
-            yield from self.lifecycle.bye(session)
+            self.lifecycle.hang_up(session)
             raise SetupFailed(488, "Incompatible a=setup") from None
         session.peer_types = ctx.table.types(media.accept_types)
         role: Role = "active" if active else "passive"
         try:
             handle = ctx.legs.open(
-                session, media, local_uri=local_uri, role=role, types=session.record.content_types
+                session,
+                media,
+                path=path,
+                local_uri=local_uri,
+                role=role,
+                types=session.record.content_types,
             )
         except MsrpSessionError as exc:  # the relay went down during the INVITE
-            yield from self.lifecycle.bye(session)
+            self.lifecycle.hang_up(session)
             raise SetupFailed(exc.code, "MSRP Relay Unavailable") from exc
         session.msrp = handle
         try:
@@ -230,7 +250,7 @@ class Setups:
         except (MsrpSessionError, TimeoutError, OSError) as exc:
             session.msrp = None
             handle.close("connect failed")
-            yield from self.lifecycle.bye(session)
+            self.lifecycle.hang_up(session)
             raise SetupFailed(480, "MSRP Connection Failed") from exc
         d = session.dialog
         assert d is not None
@@ -247,10 +267,11 @@ class Setups:
                 "peer_path": list(media.path),
             },
             started,
+            session.record.sid,
         )
         if handle.closed:  # lost while we were recording it (its SessionClosed came early)
             # Rare (a window of one round trip): SESSION_STARTED is out, SETUP_FAILED follows.
-            yield from self.lifecycle.bye(session)
+            self.lifecycle.hang_up(session)
             raise SetupFailed(480, "MSRP Connection Failed")
 
     def failed(
@@ -268,7 +289,7 @@ class Setups:
         self.to_msrp.fail_queue(session, Outcome(status, reason))  # answered before the store
         # The record goes before the event does: whoever reacts to it finds the key free.
         with contextlib.suppress(RedisError, OSError):
-            yield StoreDelete(session.key, ctx.me)
+            yield StoreDelete(session.key, ctx.me, rec.sid)
         yield PublishNow(
             ev.SETUP_FAILED,
             {

@@ -52,12 +52,22 @@ return 1
 """
 )
 
-# ARGV[5]: 'last_message' or 'last_send' (set to now, never moved back).
-# Returns the new deadline TTL in ms, 0 if the session does not exist.
+# A session's own operations name it by its `sid` (the instance that wrote the record): an
+# instance that lost its key to a newer one (replaced, superseded) can no longer touch, update
+# or delete the newer one's record. '' matches any (an operator's command, an older node).
+_SAME = """
+local function same(sess, sid)
+  return sid == '' or redis.call('HGET', sess, 'sid') == sid
+end
+"""
+
+# ARGV[5]: 'last_message' or 'last_send' (set to now, never moved back); ARGV[6]: the sid.
+# Returns the new deadline TTL in ms, 0 if the session does not exist (or is another's).
 TOUCH = (
     _DEADLINE
+    + _SAME
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 or not same(KEYS[1], ARGV[6]) then return 0 end
 local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[5]))
 if cur == nil or tonumber(ARGV[1]) > cur then
   redis.call('HSET', KEYS[1], ARGV[5], ARGV[1])
@@ -68,13 +78,15 @@ return arm(KEYS[1], KEYS[2], deadline(KEYS[1]))
 
 # ARGV[5]: a channel ('' for none) and ARGV[6] a payload to PUBLISH once the session is
 # updated (a set-up's state change and its event in one round trip); ARGV[7]: '1' to recompute
-# the TTLs (a timestamp changed); ARGV[8..]: field, value pairs.
-# Returns 1 if updated (and published), 0 if the session does not exist (never recreates it).
+# the TTLs (a timestamp changed); ARGV[8]: the sid; ARGV[9..]: field, value pairs.
+# Returns 1 if updated (and published), 0 if the session does not exist or is another
+# instance's (never recreates it).
 UPDATE = (
     _DEADLINE
+    + _SAME
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+if redis.call('EXISTS', KEYS[1]) == 0 or not same(KEYS[1], ARGV[8]) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 if ARGV[7] == '1' then arm(KEYS[1], KEYS[2], deadline(KEYS[1])) end
 if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1
@@ -94,12 +106,17 @@ return 2
 """
 )
 
-# ARGV[1] (optional): the owner the session must have. Returns 1 if deleted.
-DELETE = """
-if #ARGV > 0 and redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+# ARGV[1]: the owner the session must have, ARGV[2] its sid ('' for any of either).
+# Returns 1 if deleted.
+DELETE = (
+    _SAME
+    + """
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if not same(KEYS[1], ARGV[2]) then return 0 end
 redis.call('DEL', KEYS[2])
 return redis.call('DEL', KEYS[1])
 """
+)
 
 # KEYS[1]: session hash; ARGV[1] expected owner, ARGV[2] new owner.
 # Returns the HGETALL of the claimed session, or nil when the owner was not the expected one.

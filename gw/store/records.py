@@ -36,6 +36,9 @@ class SessionRecord:
     """One gateway session; zero timestamps are filled by `SessionStore.create`."""
 
     key: str
+    # The session instance that wrote the record (see gw.store.lua: its own operations are
+    # conditional on it); "" in records written before it existed.
+    sid: str = ""
     state: State = "setup"
     origin: Origin = "msg_to_msrp"
     owner: str = ""
@@ -66,7 +69,7 @@ class SessionRecord:
 
 
 _STR = (
-    *("state", "origin", "owner", "msg_from", "msg_to", "msg_ruri"),
+    *("sid", "state", "origin", "owner", "msg_from", "msg_to", "msg_ruri"),
     *("call_id", "local_tag", "remote_tag"),
 )
 _FLOAT = ("created", "last_message", "last_send")

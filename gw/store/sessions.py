@@ -147,22 +147,28 @@ class SessionStore:
         raw = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.session(key)))
         return decode_record(key, raw) if raw else None
 
-    async def existing(self, keys: Sequence[str]) -> list[bool]:
-        """Which of `keys` still have a session hash: one pipelined round trip (one per
-        primary on a cluster), for owners checking their live sessions after a restart."""
+    async def sids(self, keys: Sequence[str]) -> list[str | None]:
+        """The sid of each key's record (None: no record; "": one written without a sid), in
+        one pipelined round trip: an owner finds its sessions that lost their record, or
+        whose key another instance holds now."""
         if not keys:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in keys:
+                pipe.hget(self.keys.session(key), "sid")
                 pipe.exists(self.keys.session(key))
             found = await pipe.execute()
-        return [bool(x) for x in found]
+        return [
+            (sid or b"").decode() if exists else None
+            for sid, exists in zip(found[::2], found[1::2], strict=True)
+        ]
 
-    async def touch(self, key: str, *, page_message: bool, now: float) -> None:
+    async def touch(self, key: str, *, page_message: bool, now: float, sid: str = "") -> None:
         """Record activity (page-mode MESSAGE or MSRP SEND) and push the deadline: one EVALSHA.
-        Raises SessionNotFound when the session is gone."""
+        Raises SessionNotFound when the session is gone (with `sid`: or another instance's)."""
         field = "last_message" if page_message else "last_send"
-        if not await self._touch(keys=self._names(key), args=[*self._head(now), field]):
+        args = [*self._head(now), field, sid]
+        if not await self._touch(keys=self._names(key), args=args):
             raise SessionNotFound(key)
 
     async def update(self, key: str, **fields: Any) -> bool:
@@ -170,30 +176,38 @@ class SessionStore:
         Changing a timestamp recomputes the deadline."""
         if not fields:
             return await self.redis.exists(self.keys.session(key)) == 1
-        return await self._update_fields(key, fields, "", "")
+        return await self._update_fields(key, fields, "", "", "")
 
-    async def update_and_publish(
-        self, key: str, fields: Mapping[str, Any], channel: str, payload: str
+    async def update_session(
+        self,
+        key: str,
+        sid: str,
+        fields: Mapping[str, Any],
+        channel: str = "",
+        payload: str = "",
     ) -> bool:
-        """`update`, and when the session was there, PUBLISH `payload` on `channel`, in one
-        round trip: a set-up's state change and its event cost one command, not two."""
-        return await self._update_fields(key, fields, channel, payload)
+        """`update` of instance `sid`'s record only, and when it was updated, PUBLISH `payload`
+        on `channel` (if given) in the same round trip: a set-up's state change and its event
+        cost one command, not two. False: gone, or the key is another instance's now."""
+        return await self._update_fields(key, fields, channel, payload, sid)
 
     async def _update_fields(
-        self, key: str, fields: Mapping[str, Any], channel: str, payload: str
+        self, key: str, fields: Mapping[str, Any], channel: str, payload: str, sid: str
     ) -> bool:
         unknown = set(fields) - FIELDS
         if unknown:
             raise TypeError(f"unknown session fields: {sorted(unknown)}")
         rearm = b"1" if _TIMESTAMPS & set(fields) else b"0"
-        args: list[str | bytes] = [*self._head(self.clock()), channel, payload, rearm]
+        args: list[str | bytes] = [*self._head(self.clock()), channel, payload, rearm, sid]
         args += encode_fields(fields)
         return bool(await self._update(keys=self._names(key), args=args))
 
-    async def delete(self, key: str, *, owner: str | None = None) -> bool:
+    async def delete(self, key: str, *, owner: str | None = None, sid: str = "") -> bool:
         """Remove the session and its deadline (no `expired` event); with `owner`, only if
-        that node still owns it, so a node never deletes a session taken over meanwhile."""
-        args = [] if owner is None else [owner]
+        that node still owns it, so a node never deletes a session taken over meanwhile;
+        with `sid`, only if that instance still holds the key, so a replaced or superseded
+        session never deletes its successor's record."""
+        args = [owner or "", sid]
         return bool(await self._delete(keys=self._names(key), args=args))
 
     async def claim(self, key: str, *, expected_owner: str, new_owner: str) -> SessionRecord | None:

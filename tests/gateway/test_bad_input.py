@@ -14,6 +14,7 @@ import contextlib
 import json
 import re
 import socket
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -674,3 +675,83 @@ async def test_message_looping_back_gets_482_without_invite_loop(
     loops = [r for r in records(node) if re.search(r"rejected MESSAGE with 482", r["msg"])]
     assert len(loops) == 3
     await assert_serving(node, page, good, "loop")
+
+
+# -- 11. the session table never lies (issue 16 §1) ---------------------------------------------
+def mi_sessions(node: GatewayProcess) -> list[dict[str, Any]]:
+    """msrp_gw_list_sessions over the management API's JSON-RPC."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "msrp_gw_list_sessions"}).encode()
+    request = urllib.request.Request(
+        f"http://{node.ready['mgmt']}/mi", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        result = json.loads(reply.read())["result"]
+    sessions: list[dict[str, Any]] = result["Sessions"] if isinstance(result, dict) else result
+    return sessions
+
+
+def offer_with_path(path: str, port: int) -> bytes:
+    return (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=message {port} TCP/MSRP *\r\na=accept-types:text/plain\r\na=path:{path}\r\n"
+    ).encode()
+
+
+async def test_invite_with_a_bad_msrp_path_gets_400_and_leaves_no_session(
+    gateway: Callable[..., GatewayProcess], page: PageUser, peer: MsrpUser, good: MsrpUser
+) -> None:
+    node = gateway()
+    assert peer.sip is not None
+    for path in ("garbage!!", "msrp://127.0.0.1:99999/s;tcp", "msrp://[zzzz::1]:7/s;tcp"):
+        req = peer.sip.new_request(
+            "INVITE",
+            f"sip:alice@127.0.0.1:{node.sip('udp')[1]}",
+            from_=f"<sip:bob@127.0.0.1:{peer.sip_port}>",
+            to=f"<sip:{page.aor()}>",
+            body=offer_with_path(path, 7),
+            content_type="application/sdp",
+            headers=[("Contact", f"<{peer.sip.contact_uri('UDP')}>")],
+        )
+        response, dialog = await peer.sip.invite(req, Address("UDP", *node.sip("udp")))
+        assert dialog is None
+        assert (response.status, response.reason) == (400, "Bad MSRP Path"), node.output()
+    await logged(node, r"rejected INVITE with 400 Bad MSRP Path", count=3)
+    assert await asyncio.to_thread(mi_sessions, node) == []
+    assert "Traceback" not in node.output()
+    await assert_serving(node, page, good, "bad-path")
+
+
+async def test_replacing_a_session_whose_sip_peer_went_silent_is_answered_at_once(
+    gateway: Callable[..., GatewayProcess], page: PageUser, peer: MsrpUser
+) -> None:
+    """The issue's ghost, on the wire: A's SIP side is gone (its Contact swallows the BYE,
+    64*T1 = 32 s), its MSRP connection stays. B, then C, INVITE for the same key: each is
+    answered at once; the table holds C only; A's and B's legs closing end nobody; C
+    delivers."""
+    node = gateway(MSRPGW_SIP__T1="0.5", MSRPGW_SIP__T2="4")
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        contact = f"sip:bob@127.0.0.1:{silent.getsockname()[1]}"
+        to = f"alice@127.0.0.1:{page.port}"
+        handles = []
+        for name in ("A", "B", "C"):
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            status, handle = await peer.call(
+                node.sip("udp"), to=to, contact=contact if name != "C" else None
+            )
+            assert status == 200 and handle is not None, node.output()
+            assert loop.time() - started < 3.0, f"{name} waited for a BYE"
+            handles.append(handle)
+        listed = await asyncio.to_thread(mi_sessions, node)
+        assert len(listed) == 1, listed
+        for old in handles[:2]:
+            old.close("peer closes")
+        await asyncio.sleep(0.3)
+        outcome = await handles[2].send(b"from C", "text/plain", success_report=True)
+        assert type(outcome).__name__ == "MessageDelivered", (outcome, node.output())
+        assert [m.body for m in page.messages] == [b"from C"]
+        assert len(await asyncio.to_thread(mi_sessions, node)) == 1
+    finally:
+        silent.close()

@@ -5,6 +5,7 @@ wire; these say which rule gives it, and run in well under a second.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from gw.msrp.events import (
     SessionClosed,
 )
 from gw.sip.message import Response
+from gw.sip.sdp import build_msrp_offer
 from gw.sip.transaction import build_response
 from gw.store.records import SessionRecord
 from tests.support.core_world import (
@@ -508,3 +510,113 @@ def test_store_that_lost_a_live_record_gets_it_rebuilt() -> None:
     assert world.core.ctx.stats.sessions_rebuilt == 1
     world.msrp_event(world.session(), MessageDelivered("m2"))
     assert txn.status == 200
+
+
+# -- the session table never lies (issue 16 §1) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["garbage!!", "msrp://10.0.0.2:99999/p;tcp", "msrp://[zzzz::1]:7777/p;tcp"]
+)
+def test_invite_with_a_bad_msrp_path_is_refused_before_any_record(path: str) -> None:
+    world = World()
+    txn = world.request(
+        sip_request("INVITE", body=msrp_offer(path=path), content_type="application/sdp")
+    )
+    assert (txn.status, txn.answers[-1].reason) == (400, "Bad MSRP Path")
+    assert not world.store and not world.core.ctx.table.sessions() and not world.legs.opened
+    assert world.core.ctx.stats.rejected[400] == 1
+
+
+def test_answer_with_a_bad_msrp_path_fails_the_setup_with_488_and_a_bye() -> None:
+    world = World()
+    txn = world.message(b"hello")
+    invite = world.of(c.Invite)[0].request
+    sdp = build_msrp_offer(
+        address="10.0.0.2", port=7777, path=["msrp://x:99999/p;tcp"], accept_types=["text/plain"]
+    ).to_bytes()
+    world.answer_invite(0, answer_2xx(invite, sdp=sdp))
+    assert (txn.status, txn.answers[-1].reason) == (488, "Bad MSRP Path In Answer")
+    assert world.of(c.Bye) and not world.store and not world.legs.opened
+
+
+def test_replacing_a_session_whose_peer_went_silent_waits_for_no_bye() -> None:
+    """The issue's ghost: A's SIP side is gone, B then C replace it while A's BYE (and B's)
+    wait out 64*T1. Each INVITE is answered at once; when the BYEs time out, C still holds
+    the key in the table and the store, and closing a replaced leg ends nobody."""
+    world = World()
+    world.byes_wait = True
+    _, a = answered_session(world)
+    txn_b, b = answered_session(world, path="msrp://10.0.0.3:7777/b;tcp")
+    assert txn_b.status == 200 and len(world.byes) == 1, "B answered while A's BYE waits"
+    txn_c, c_ = answered_session(world, path="msrp://10.0.0.4:7777/c;tcp")
+    assert txn_c.status == 200 and len(world.byes) == 2
+    assert a.state is b.state is SessionState.ENDED and c_.state is SessionState.ACTIVE
+    world.answer_bye()  # A's BYE times out
+    world.answer_bye()  # B's too
+    assert world.session(ANSWER_KEY) is c_
+    assert world.store[ANSWER_KEY].sid == c_.record.sid
+    assert world.store[ANSWER_KEY].peer_path == ["msrp://10.0.0.4:7777/c;tcp"]
+    assert world.core.ctx.stats.sessions_ended["replaced"] == 2
+    for old in (a, b):  # their legs' last events: no effect on C
+        world.msrp_event(old, SessionClosed("connection lost"))
+    assert c_.state is SessionState.ACTIVE and world.session(ANSWER_KEY) is c_
+    assert c_.msrp is not None
+    c_.msrp.close("connection lost")
+    world.msrp_event(c_, SessionClosed("connection lost"))
+    assert c_.state is SessionState.ENDED and ANSWER_KEY not in world.store
+
+
+def test_a_session_ended_forgets_its_key_before_its_bye_is_answered() -> None:
+    """MI end with a silent peer: the key is free for a new session at once, and the old
+    session's BYE timing out later does not delete the new session's record."""
+    world = World()
+    world.byes_wait = True
+    _, a = answered_session(world)
+    world.start(world.core.end_session(ANSWER_KEY, "mi"))
+    assert a.state is SessionState.ENDED and ANSWER_KEY not in world.store
+    _, b = answered_session(world, path="msrp://10.0.0.3:7777/b;tcp")
+    world.answer_bye()
+    assert world.store[ANSWER_KEY].sid == b.record.sid and world.session(ANSWER_KEY) is b
+
+
+def test_a_session_whose_key_another_instance_holds_is_ended_by_the_sweep() -> None:
+    """A session without its record is ended (BYE and close), and the record it lost to
+    another instance is left alone."""
+    world = World()
+    _, session = answered_session(world)
+    other = dataclasses.replace(world.store[ANSWER_KEY], sid="elsewhere", owner="n2")
+    world.store[ANSWER_KEY] = other
+    world.procedure(world.core.sweep())
+    assert session.state is SessionState.ENDED and world.of(c.Bye)
+    assert session.msrp is None and world.legs.opened[0].closed
+    assert world.core.ctx.stats.sessions_ended["superseded"] == 1
+    assert world.store[ANSWER_KEY] == other
+
+
+def test_a_refresh_that_finds_another_instance_ends_the_session() -> None:
+    world = World()
+    established(world)
+    session = world.session()
+    world.store[KEY] = dataclasses.replace(world.store[KEY], sid="elsewhere")
+    world.advance(1.0)
+    world.message(b"after")
+    assert session.state is SessionState.ENDED
+    assert world.core.ctx.stats.sessions_ended["superseded"] == 1
+    # The MESSAGE is then served as for a record of ours with no session here: taken over
+    # by a new instance (the record's owner is this node).
+    successor = world.session()
+    assert successor is not session and world.store[KEY].sid == successor.record.sid
+
+
+def test_a_record_taken_over_gets_a_new_sid_and_only_from_the_instance_it_was_read_from() -> None:
+    world = World()
+    world.store[KEY] = SessionRecord(key=KEY, sid="old", owner="n0", state="active")
+    world.invite_answer = answer_2xx
+    txn = world.message(b"hi")
+    world.msrp_event(world.session(), MessageDelivered("m1"))
+    assert txn.status == 200
+    rec = world.store[KEY]
+    assert (
+        rec.owner == "n1" and rec.sid not in ("", "old") and rec.sid == world.session().record.sid
+    )

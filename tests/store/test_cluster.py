@@ -218,7 +218,7 @@ async def test_events_across_nodes(cluster: LocalCluster, prefix: str) -> None:
         await subscriber.aclose()
 
 
-async def test_update_and_publish_on_every_primary_reaches_the_bus(
+async def test_update_session_and_publish_on_every_primary_reaches_the_bus(
     cluster: LocalCluster, rc: RedisCluster, prefix: str
 ) -> None:
     """A set-up's last write publishes from its session's primary (inside the script); the
@@ -233,8 +233,8 @@ async def test_update_and_publish_on_every_primary_reaches_the_bus(
             for key in KEYS:
                 assert await store.create(SessionRecord(key=key, owner="gw1"))
                 payload = bus.payload("E_MSRP_GW_SESSION_STARTED", {"key": key})
-                assert await store.update_and_publish(
-                    key, {"state": "active"}, bus.channel, payload
+                assert await store.update_session(
+                    key, "", {"state": "active"}, bus.channel, payload
                 )
             seen = [(await asyncio.wait_for(anext(events), 5))["data"]["key"] for _ in KEYS]
         assert sorted(seen) == sorted(KEYS)  # order holds per primary, not across them

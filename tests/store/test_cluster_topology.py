@@ -227,7 +227,7 @@ async def test_outage_right_after_a_refresh_is_cluster_unavailable_everywhere() 
                 await by_script.create(SessionRecord(key="b"))  # EVALSHA
             errors.append(script.value)
             with pytest.raises(ClusterUnavailable) as pipeline:
-                await by_pipeline.existing(["a", "b"])  # a pipeline
+                await by_pipeline.sids(["a", "b"])  # a pipeline
             errors.append(pipeline.value)
             for store in stores:  # and once the clients know
                 with pytest.raises(ClusterUnavailable):
@@ -235,7 +235,7 @@ async def test_outage_right_after_a_refresh_is_cluster_unavailable_everywhere() 
                 with pytest.raises(ClusterUnavailable):
                     await store.touch("a", page_message=True, now=time.time())
                 with pytest.raises(ClusterUnavailable):
-                    await store.existing(["a"])
+                    await store.sids(["a"])
                 with pytest.raises(RedisError):  # SCAN per primary, then pipelines
                     await store.expired_sweep()
             for error in errors:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -64,14 +65,14 @@ async def test_create_get_round_trip_all_field_types(redis: Redis, key_prefix: s
     assert raw[b"epoch"] == b"3"
 
 
-async def test_existing_answers_per_key_in_order(redis: Redis, key_prefix: str) -> None:
+async def test_sids_answer_per_key_in_order(redis: Redis, key_prefix: str) -> None:
     store = make_store(redis, key_prefix)
-    assert await store.existing([]) == []
-    assert await store.create(SessionRecord(key="a"))
-    assert await store.create(SessionRecord(key="c"))
-    assert await store.existing(["a", "b", "c", "a"]) == [True, False, True, True]
+    assert await store.sids([]) == []
+    assert await store.create(SessionRecord(key="a", sid="s1"))
+    assert await store.create(SessionRecord(key="c"))  # written without a sid
+    assert await store.sids(["a", "b", "c", "a"]) == ["s1", None, "", "s1"]
     await store.delete("a")
-    assert await store.existing(["a", "c"]) == [False, True]
+    assert await store.sids(["a", "c"]) == [None, ""]
 
 
 async def test_create_fills_timestamps_and_defaults(redis: Redis, key_prefix: str) -> None:
@@ -231,7 +232,7 @@ async def test_update(redis: Redis, key_prefix: str) -> None:
         await store.update("k", state="weird")
 
 
-async def test_update_and_publish_is_one_round_trip_and_only_for_a_live_session(
+async def test_update_session_and_publish_is_one_round_trip_and_only_for_a_live_session(
     redis: Redis, key_prefix: str
 ) -> None:
     store = make_store(redis, key_prefix)
@@ -240,14 +241,14 @@ async def test_update_and_publish_is_one_round_trip_and_only_for_a_live_session(
     sub = redis.pubsub(ignore_subscribe_messages=True)
     await sub.subscribe(channel)
     try:
-        assert await store.update_and_publish("k", {"state": "setup"}, channel, "first")
+        assert await store.update_session("k", "", {"state": "setup"}, channel, "first")
         before = await evalsha_calls(redis)
-        assert await store.update_and_publish("k", {"state": "active"}, channel, "started k")
+        assert await store.update_session("k", "", {"state": "active"}, channel, "started k")
         assert await evalsha_calls(redis) - before == 1  # one script call does both
         record = await store.get("k")
         assert record is not None and record.state == "active"
         # a session that is gone is neither recreated nor announced
-        assert not await store.update_and_publish("gone", {"state": "active"}, channel, "x")
+        assert not await store.update_session("gone", "", {"state": "active"}, channel, "x")
         assert await redis.exists(store.keys.session("gone")) == 0
         got = []
         for _ in range(20):
@@ -256,7 +257,7 @@ async def test_update_and_publish_is_one_round_trip_and_only_for_a_live_session(
                 got.append(msg["data"])
         assert got == [b"first", b"started k"]
         with pytest.raises(TypeError):
-            await store.update_and_publish("k", {"colour": "red"}, channel, "x")
+            await store.update_session("k", "", {"colour": "red"}, channel, "x")
     finally:
         await sub.aclose()  # type: ignore[no-untyped-call]
 
@@ -277,6 +278,31 @@ async def test_delete_with_owner_check(redis: Redis, key_prefix: str) -> None:
     await store.create(SessionRecord(key="k2", owner="gw1"))
     assert await store.delete("k2")  # no owner given: unconditional
     assert not await store.delete("k2", owner="gw1")
+
+
+async def test_a_replaced_instance_cannot_touch_update_or_delete_its_successor(
+    redis: Redis, key_prefix: str
+) -> None:
+    """Same key, same owner node, two session instances: the old one's operations, named
+    by its sid, miss the new record (issue 16: a replaced session deleted its successor's
+    record and left it a ghost)."""
+    store = make_store(redis, key_prefix)
+    await store.create(SessionRecord(key="k", owner="gw1", sid="old"))
+    assert await store.delete("k", owner="gw1", sid="old")
+    await store.create(SessionRecord(key="k", owner="gw1", sid="new"))
+    now = time.time()
+    with pytest.raises(SessionNotFound):
+        await store.touch("k", page_message=True, now=now, sid="old")
+    assert not await store.update_session("k", "old", {"state": "active"})
+    assert not await store.delete("k", owner="gw1", sid="old")
+    record = await store.get("k")
+    assert record is not None and (record.sid, record.state) == ("new", "setup")
+    # the instance that holds the key, and an operator's command (no sid), still can
+    await store.touch("k", page_message=True, now=now, sid="new")
+    assert await store.update_session("k", "new", {"state": "active"})
+    assert await store.delete("k", owner="gw1", sid="new")
+    await store.create(SessionRecord(key="k", owner="gw1", sid="third"))
+    assert await store.delete("k")
 
 
 async def test_claim_race_has_exactly_one_winner(redis_url: str, key_prefix: str) -> None:

@@ -112,11 +112,12 @@ class FakeLegs:
         session: GwSession,
         media: MsrpMedia,
         *,
+        path: Sequence[MsrpUri],
         local_uri: MsrpUri,
         role: Role,
         types: Sequence[str],
     ) -> MsrpHandle:
-        leg = FakeLeg(local_uri, tuple(parse_msrp_uri(u) for u in media.path), role, session)
+        leg = FakeLeg(local_uri, tuple(path), role, session)
         self.opened.append(leg)
         return cast(MsrpHandle, leg)
 
@@ -240,6 +241,9 @@ class World:
         self.published: list[tuple[str, dict[str, Any]]] = []
         self.timers: dict[Pending, tuple[float, GwSession]] = {}
         self.invites: list[tuple[c.Procedure[Any], c.Invite]] = []
+        # BYEs park until `answer_bye` when set (a peer gone silent: 64*T1 on the wire).
+        self.byes_wait = False
+        self.byes: list[tuple[c.Procedure[Any], c.Bye]] = []
         self._waiting: dict[Pending, list[c.Procedure[Any]]] = {}
         self._ready: deque[tuple[c.Procedure[Any], Any, BaseException | None]] = deque()
 
@@ -264,6 +268,11 @@ class World:
         self.run()
         return result
 
+    def start(self, procedure: c.Procedure[Any]) -> None:
+        """Start a procedure as the adapter's Spawn does: it may park on a step."""
+        self._ready.append((procedure, None, None))
+        self.run()
+
     def advance(self, seconds: float) -> None:
         """Move the clock on and fire the timers that are due."""
         self.clock.now += seconds
@@ -271,6 +280,12 @@ class World:
             if when <= self.clock.now:
                 del self.timers[pending]
                 self.core.delivery_timeout(pending, session)
+        self.run()
+
+    def answer_bye(self, index: int = 0) -> None:
+        """The parked BYE `index` completes (answered, or timed out: the core sees None)."""
+        procedure, _ = self.byes.pop(index)
+        self._ready.append((procedure, None, None))
         self.run()
 
     def answer_invite(self, index: int, answer: tuple[Response, Dialog | None]) -> None:
@@ -378,17 +393,19 @@ class World:
                     return dataclasses.replace(store[record.key])
                 store[record.key] = dataclasses.replace(record)
                 return None
-            case c.StoreUpdate(key, fields, event):
-                if key not in store:
+            case c.StoreUpdate(key, fields, event, sid):
+                if key not in store or (sid and store[key].sid != sid):
                     return False
                 for name, value in fields.items():
                     setattr(store[key], name, value)
                 if event is not None:
                     self.published.append(event)
                 return True
-            case c.StoreDelete(key, owner):
+            case c.StoreDelete(key, owner, sid):
                 rec = store.get(key)
                 if rec is None or (owner is not None and rec.owner != owner):
+                    return False
+                if sid and rec.sid != sid:
                     return False
                 del store[key]
                 return True
@@ -398,10 +415,10 @@ class World:
                     return None
                 rec.owner = new
                 return dataclasses.replace(rec)
-            case c.StoreExisting(keys):
-                return [k in store for k in keys]
-            case c.StoreTouch(key, _, now):
-                if key not in store:
+            case c.StoreSids(keys):
+                return [store[k].sid if k in store else None for k in keys]
+            case c.StoreTouch(key, _, now, sid):
+                if key not in store or (sid and store[key].sid != sid):
                     raise SessionNotFound(key)
                 store[key].last_message = now
                 return None
@@ -418,7 +435,12 @@ class World:
                     self.invites.append((procedure, step))
                     raise Parked
                 return self.invite_answer(request)
-            case c.Cancel() | c.Bye() | c.Connect() | c.Sleep():
+            case c.Bye():
+                if self.byes_wait:
+                    self.byes.append((procedure, step))
+                    raise Parked
+                return None
+            case c.Cancel() | c.Connect() | c.Sleep():
                 return None
             case c.PublishNow(name, data):
                 self.published.append((name, data))

@@ -179,8 +179,16 @@ class MsrpUser:
         self.sessions.append(handle)
         incoming.respond(200, body=answer.to_bytes(), content_type="application/sdp")
 
-    async def offer(self, gateway: tuple[str, int], *, to: str, from_user: str = "bob") -> Offered:
-        """INVITE the gateway with an MSRP offer (a=setup:actpass); do not connect."""
+    async def offer(
+        self,
+        gateway: tuple[str, int],
+        *,
+        to: str,
+        from_user: str = "bob",
+        contact: str | None = None,
+    ) -> Offered:
+        """INVITE the gateway with an MSRP offer (a=setup:actpass); do not connect.
+        `contact`: where the dialog's requests go (default: this user's SIP endpoint)."""
         assert self.sip is not None and self.msrp is not None
         local = self.msrp.new_local_uri()
         offer = build_msrp_offer(
@@ -198,7 +206,7 @@ class MsrpUser:
             to=f"<sip:{to}>",
             body=offer.to_bytes(),
             content_type="application/sdp",
-            headers=[("Contact", f"<{self.sip.contact_uri('UDP')}>")],
+            headers=[("Contact", f"<{contact or self.sip.contact_uri('UDP')}>")],
         )
         response, dialog = await self.sip.invite(req, Address("UDP", *gateway))
         if dialog is None:
@@ -207,11 +215,16 @@ class MsrpUser:
         return Offered(response, dialog, local, find_msrp_media(parse_sdp(response.body)))
 
     async def call(
-        self, gateway: tuple[str, int], *, to: str, from_user: str = "bob"
+        self,
+        gateway: tuple[str, int],
+        *,
+        to: str,
+        from_user: str = "bob",
+        contact: str | None = None,
     ) -> tuple[int, MsrpHandle | None]:
         """Set up a session towards the gateway (the msrp_gw_answer direction)."""
         assert self.msrp is not None
-        offered = await self.offer(gateway, to=to, from_user=from_user)
+        offered = await self.offer(gateway, to=to, from_user=from_user, contact=contact)
         if offered.dialog is None:
             return offered.status, None
         media = offered.media
