@@ -163,11 +163,17 @@ def _session_list(result: Any) -> list[dict[str, Any]]:
 
 
 _COLUMNS = ("KEY", "STATE", "ORIGIN", "OWNER", "FROM", "TO", "QUEUED", "AGE", "IDLE")
+CELL_WIDTH = 60  # longer cells are cut (`sessions list --json` has them whole)
+
+
+def _cell(text: str) -> str:
+    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
 
 
 def format_sessions(sessions: list[dict[str, Any]], now: float) -> str:
     """A plain-text table, one session a row; AGE since creation, IDLE since the last message
-    from either side."""
+    from either side. One very long key or URI does not widen every row: cells are cut at
+    CELL_WIDTH characters."""
     if not sessions:
         return "no sessions"
     rows = [_COLUMNS]
@@ -176,12 +182,12 @@ def format_sessions(sessions: list[dict[str, Any]], now: float) -> str:
         last = max(created, _number(s.get("last_message")), _number(s.get("last_send")))
         rows.append(
             (
-                str(s.get("key", "")),
+                _cell(str(s.get("key", ""))),
                 str(s.get("state", "")),
                 str(s.get("origin", "")),
                 str(s.get("owner", "")),
-                str(s.get("from", s.get("msg_side_from", ""))),
-                str(s.get("to", s.get("msg_side_to", ""))),
+                _cell(str(s.get("from", s.get("msg_side_from", "")))),
+                _cell(str(s.get("to", s.get("msg_side_to", "")))),
                 str(s.get("queued", "")),
                 _duration(now - created) if created else "",
                 _duration(now - last) if last else "",

@@ -207,7 +207,12 @@ class Config:
         host, _, port = self.mgmt.listen.rpartition(":")
         if not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"mgmt.listen must be host:port, got {self.mgmt.listen!r}")
-        if host.strip("[]") not in ("127.0.0.1", "::1", "localhost") and not self.mgmt.token:
+        token = self.mgmt.token
+        if token and not all("!" <= ch <= "~" for ch in token):
+            # A blank or spaced token passes a truthiness check but no Authorization header
+            # can carry it (the server strips the credentials): every call would get 401.
+            raise ConfigError("mgmt.token must be visible ASCII characters, with no spaces")
+        if host.strip("[]") not in ("127.0.0.1", "::1", "localhost") and not token:
             raise ConfigError("mgmt.token is required when mgmt.listen is not a loopback address")
         if self.node.loop not in ("auto", "uvloop", "asyncio"):
             raise ConfigError("node.loop must be auto, uvloop or asyncio")

@@ -264,3 +264,14 @@ def test_format_sessions_table() -> None:
     # Columns line up: every row has its STATE where the header has it.
     col = lines[0].index("STATE")
     assert lines[1][col:].startswith("active") and lines[2][col:].startswith("setup")
+
+
+def test_one_very_long_key_does_not_widen_every_row() -> None:
+    from gw.cli import format_sessions
+
+    huge = {**SESSION, "key": "k" * 8000, "from": "sip:" + "a" * 500 + "@example.com"}
+    lines = format_sessions([SESSION, huge], now=1000.0).splitlines()
+    assert max(len(line) for line in lines) < 300
+    assert lines[2].split()[0] == "k" * 59 + "…"
+    col = lines[0].index("STATE")
+    assert lines[1][col:].startswith("active") and lines[2][col:].startswith("active")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,7 +122,7 @@ class MiRegistry:
         (notifications only)."""
         try:
             text = body.decode("utf-8") if isinstance(body, bytes) else body
-            doc = json.loads(text, parse_constant=_reject_constant)
+            doc = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
         except (ValueError, RecursionError):
             return _encode_error(None, _std_error(PARSE_ERROR))
         if not isinstance(doc, list):
@@ -195,6 +196,15 @@ def _bind(recipes: tuple[tuple[str, ...], ...], params: MiParams) -> dict[str, A
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A number too large for a double (1e400) would come back as inf, which no reply can
+    carry: a parse error, as NaN and Infinity are."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
 
 
 def _dumps(obj: Any) -> bytes:

@@ -854,8 +854,8 @@ def _validate(msg: Request | Response) -> None:
         if frm.wildcard or to.wildcard:
             raise SipSyntaxError("Wildcard in From/To")
         call_id = views["call_id"] = first["Call-ID"]
-        if call_id.split() != [call_id]:  # empty or with whitespace
-            raise SipSyntaxError("Bad Call-ID")
+        if call_id.split() != [call_id] or not call_id.isprintable():
+            raise SipSyntaxError("Bad Call-ID")  # empty, with whitespace or a control character
         _, method = views["cseq"] = parse_cseq(first["CSeq"])
         if isinstance(msg, Request):
             if method != msg.method:

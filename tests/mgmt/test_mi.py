@@ -161,7 +161,8 @@ async def test_handler_crash_is_server_error_without_details() -> None:
 @pytest.mark.parametrize(
     "body",
     [b"{", b"", b"not json", b'{"jsonrpc": "2.0", "method": "raw", "id": NaN}', b"\xff\xfe{}",
-     b"[" * 100000 + b"]" * 100000],
+     b"[" * 100000 + b"]" * 100000, b'{"jsonrpc": "2.0", "method": "raw", "id": 1e400}',
+     b'{"jsonrpc": "2.0", "method": "raw", "params": [-1e999], "id": 1}'],
 )  # fmt: skip
 async def test_parse_error(body: bytes) -> None:
     reg, _ = _registry()
