@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {"message", "asctime"}
@@ -47,3 +48,27 @@ def setup_logging(level: str, fmt: str, node_id: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class Throttle:
+    """At most one log line per `interval` seconds for one kind of event; the lines in
+    between are counted, and the next line says how many were left out. A flood of bad
+    datagrams costs a counter increment each, not a line each (they are counted in metrics
+    anyway)."""
+
+    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last = float("-inf")
+        self.suppressed = 0
+
+    def ready(self) -> int | None:
+        """None: stay silent (counted); else log now, with this many left out since the last
+        line."""
+        now = self.clock()
+        if now - self._last < self.interval:
+            self.suppressed += 1
+            return None
+        self._last = now
+        left_out, self.suppressed = self.suppressed, 0
+        return left_out

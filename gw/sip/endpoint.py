@@ -550,7 +550,11 @@ class SipEndpoint:
         self.stats.responses_out[exc.code] = self.stats.responses_out.get(exc.code, 0) + 1
         try:
             dest = self._stateless_dest(partial, source)
-        except SipSyntaxError:
+            # At once, on the connection it came in on: a framing error closes that
+            # connection right after this call, and a task would find it closed.
+            if self.transports.send_now(response, dest):
+                return
+        except (SipSyntaxError, SipTransportError):
             return
         self._spawn(self._send_quietly(response, dest))
 

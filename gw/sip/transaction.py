@@ -407,17 +407,19 @@ class TransactionLayer:
         if request.method == "CANCEL":
             target = TxKey(key.branch, "INVITE", key.sent_by, True)
             cancels = target if target in self._txs else None
-        events: list[Event] = [RequestReceived(key, request, source, cancels)]
+        received = RequestReceived(key, request, source, cancels)
         if invite:
             if legacy is not None:
                 tx.legacy = legacy
                 self._legacy[legacy] = key
             if self.send_trying:
+                # Before the TU sees the INVITE: a TU that refuses it at once (488, 400)
+                # would otherwise have its final answer followed by this 100 on the wire.
                 tx.last = build_response(request, 100)
-                events.append(Send(tx.last, reply, key))
+                return [Send(tx.last, reply, key), received]
         else:
             self._queue.arm(tx, "guard", now + self.timers.f)
-        return events
+        return [received]
 
     def respond(self, key: TxKey, response: Response, now: float) -> list[Event]:
         """Send a response in a server transaction; ignored when it no longer fits."""

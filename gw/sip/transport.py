@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from gw.logs import Throttle
 from gw.sip.framing import FramedError, FramedMessage, KeepAlive, StreamFramer
 from gw.sip.message import Limits, Request, Response, SipParseError, parse_message
 from gw.sip.transaction import Address
@@ -150,6 +151,7 @@ class TransportLayer:
         self.tls_client = tls_client
         self.connect_timeout = connect_timeout
         self.stats = _Stats()
+        self._parse_log = Throttle()  # one line a second for a flood of bad input
         # Per-session tracing (ops): called with ("in"|"out", message, peer) when set.
         self.tracer: Callable[[str, Request | Response, Address], None] | None = None
         self.local: dict[str, Address] = {}
@@ -301,7 +303,15 @@ class TransportLayer:
     def _parse_error(self, exc: SipParseError, source: Address) -> None:
         self.stats.parse_errors += 1
         self.stats.by_code[exc.code] = self.stats.by_code.get(exc.code, 0) + 1
-        log.warning("sip parse error from %s: %d %s", source, exc.code, exc.reason)
+        left_out = self._parse_log.ready()
+        if left_out is not None:
+            log.warning(
+                "sip parse error from %s: %d %s%s",
+                source,
+                exc.code,
+                exc.reason,
+                f" ({left_out} more since the last such line)" if left_out else "",
+            )
         if self.on_parse_error is not None:
             try:
                 self.on_parse_error(exc, source)

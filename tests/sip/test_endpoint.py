@@ -297,6 +297,53 @@ async def test_malformed_request_gets_400_and_endpoint_keeps_serving(
     assert uas.stats.parse_errors == 1
 
 
+@pytest.mark.parametrize(
+    ("length", "reason"),
+    [("abc", b"Bad Content-Length"), ("5\r\nContent-Length: 7", b"Multiple Content-Length")],
+)
+async def test_framing_error_on_tcp_gets_400_before_the_close(
+    pair: tuple[SipEndpoint, SipEndpoint, Peer], length: str, reason: bytes
+) -> None:
+    """Framing is lost, so the connection closes; the sender still learns why."""
+    _, uas, peer = pair
+    reader, writer = await asyncio.open_connection("127.0.0.1", uas.local("TCP").port)
+    port = writer.get_extra_info("sockname")[1]
+    bad = (
+        "MESSAGE sip:bob@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bKbad2\r\n"
+        "From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: c2\r\n"
+        f"CSeq: 1 MESSAGE\r\nContent-Length: {length}\r\n\r\nhello"
+    ).encode()
+    writer.write(bad)
+    data = await asyncio.wait_for(reader.read(), 2)  # to EOF: the gateway closes
+    writer.close()
+    assert data.startswith(b"SIP/2.0 400 " + reason), data
+    assert peer.seen == []
+
+
+async def test_a_flood_of_bad_datagrams_is_counted_each_and_logged_once_a_second(
+    pair: tuple[SipEndpoint, SipEndpoint, Peer], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, uas, _ = pair
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for i in range(200):
+            sock.sendto(b"NOT SIP %d\r\n\r\n" % i, ("127.0.0.1", uas.local("UDP").port))
+        for _ in range(100):
+            if uas.stats.parse_errors >= 200:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.1)
+        sock.sendto(b"NOT SIP again\r\n\r\n", ("127.0.0.1", uas.local("UDP").port))
+        await asyncio.sleep(0.2)
+    finally:
+        sock.close()
+    assert uas.stats.parse_errors == 201
+    lines = [r.getMessage() for r in caplog.records if "sip parse error" in r.getMessage()]
+    assert 2 <= len(lines) <= 3, lines
+    assert lines[-1].endswith("more since the last such line)"), lines
+
+
 def test_timer_rearm_with_a_past_deadline_under_uvloop() -> None:
     """uvloop's call_at returns a plain Handle (no `when()`) for a deadline already past;
     re-arming then must not raise (it once dropped the message being handled)."""

@@ -83,7 +83,7 @@ def test_invite_gets_100_trying_at_once_and_on_retransmission() -> None:
     tl = layer()
     invite = request("INVITE", to_tag=None, extra=[("Timestamp", "54.2")])
     events = tl.receive_request(wire_req(invite), PEER, 0.0)
-    new, send = events
+    send, new = events  # the 100 first: a TU refusing at once answers after it
     assert isinstance(new, RequestReceived) and isinstance(send, Send)
     trying = send.message
     assert isinstance(trying, Response) and trying.status == 100
@@ -106,7 +106,7 @@ def test_send_trying_can_be_disabled() -> None:
 
 def test_timer_g_retransmits_capped_at_t2_and_timer_h_reports_ack_timeout() -> None:
     tl = layer()
-    [new, _] = tl.receive_request(request("INVITE"), PEER, 0.0)
+    [_, new] = tl.receive_request(request("INVITE"), PEER, 0.0)
     assert isinstance(new, RequestReceived)
     busy = build_response(new.request, 486, to_tag="t")
     assert tl.respond(new.key, busy, 0.0) == [Send(busy, REPLY, new.key)]
@@ -125,7 +125,7 @@ def test_timer_g_retransmits_capped_at_t2_and_timer_h_reports_ack_timeout() -> N
 def test_ack_confirms_and_timer_i_absorbs_acks() -> None:
     tl = layer()
     invite = request("INVITE")
-    [new, _] = tl.receive_request(wire_req(invite), PEER, 0.0)
+    [_, new] = tl.receive_request(wire_req(invite), PEER, 0.0)
     assert isinstance(new, RequestReceived)
     busy = build_response(new.request, 486, to_tag="t")
     tl.respond(new.key, busy, 0.0)
@@ -141,7 +141,7 @@ def test_ack_confirms_and_timer_i_absorbs_acks() -> None:
 
 def test_reliable_invite_server_no_g_but_h_and_i_zero() -> None:
     tl = layer()
-    [new, _] = tl.receive_request(request("INVITE", transport="TCP"), PEER_TCP, 0.0)
+    [_, new] = tl.receive_request(request("INVITE", transport="TCP"), PEER_TCP, 0.0)
     assert isinstance(new, RequestReceived)
     tl.respond(new.key, build_response(new.request, 404, to_tag="t"), 0.0)
     timed = run_until(tl, 10.0)
@@ -150,7 +150,7 @@ def test_reliable_invite_server_no_g_but_h_and_i_zero() -> None:
         (TIMEOUT, AckTimeout(new.key)),
         (TIMEOUT, Terminated(new.key)),
     ]
-    [new2, _] = tl.receive_request(request("INVITE", branch="z9hG4bK2"), PEER_TCP, 20.0)
+    [_, new2] = tl.receive_request(request("INVITE", branch="z9hG4bK2"), PEER_TCP, 20.0)
     assert isinstance(new2, RequestReceived)
     tl.respond(new2.key, build_response(new2.request, 404, to_tag="t"), 20.0)
     ack = request("ACK", branch="z9hG4bK2", to_tag="t")
@@ -160,7 +160,7 @@ def test_reliable_invite_server_no_g_but_h_and_i_zero() -> None:
 def test_rfc6026_accepted_and_timer_l() -> None:
     tl = layer()
     invite = request("INVITE")
-    [new, _] = tl.receive_request(wire_req(invite), PEER, 0.0)
+    [_, new] = tl.receive_request(wire_req(invite), PEER, 0.0)
     assert isinstance(new, RequestReceived)
     ok = build_response(new.request, 200, to_tag="t")
     assert tl.respond(new.key, ok, 0.1) == [Send(ok, REPLY, new.key)]
@@ -180,7 +180,7 @@ def test_rfc6026_accepted_and_timer_l() -> None:
 # -- failures and TU mistakes ----------------------------------------------------------------
 def test_server_transport_error() -> None:
     tl = layer()
-    [new, _] = tl.receive_request(request("INVITE", transport="TCP"), PEER_TCP, 0.0)
+    [_, new] = tl.receive_request(request("INVITE", transport="TCP"), PEER_TCP, 0.0)
     [msg] = tl.receive_request(request(branch="z9hG4bKm", transport="TCP"), PEER_TCP, 0.0)
     assert isinstance(new, RequestReceived) and isinstance(msg, RequestReceived)
     events = tl.transport_error(PEER_TCP, 0.1)
