@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 
+from gw.logs import Throttle
 from gw.mgmt.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gw.mgmt.metrics import Registry
 from gw.mgmt.mi import MiRegistry
@@ -85,6 +86,11 @@ class MgmtServer:
         self._routes: dict[str, dict[str, Handler]] = {}
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
+        # Connections waiting for a request head, oldest first: at the connection cap the
+        # oldest of them makes room, so idle clients can never lock out a probe.
+        self._waiting: dict[asyncio.Task[None], None] = {}
+        self.evicted = 0  # idle connections closed to make room
+        self._evict_log = Throttle()
         self.route("GET", "/healthz", self._healthz)
         self.route("GET", "/readyz", self._readyz)
         self.route("GET", "/metrics", self._metrics)
@@ -121,11 +127,11 @@ class MgmtServer:
         assert task is not None
         self._conns.add(task)
         try:
-            if len(self._conns) > self.limits.max_connections:
+            if len(self._conns) > self.limits.max_connections and not self._evict_idle():
                 await self._send(writer, text_reply(503, "too many connections"), False, False)
                 return
             wait = self.limits.read_timeout
-            while await self._one(reader, writer, wait):
+            while await self._one(reader, writer, wait, task):
                 wait = self.limits.idle_timeout
         except (ConnectionError, TimeoutError):
             pass
@@ -133,17 +139,43 @@ class MgmtServer:
             _log.exception("management connection failed")
         finally:
             self._conns.discard(task)
+            self._waiting.pop(task, None)
             writer.close()
             with suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
 
+    def _evict_idle(self) -> bool:
+        """Close the connection that has waited longest for a request (a Kubernetes probe
+        must never queue behind, or be refused by, idle clients); False if none waits."""
+        for victim in self._waiting:
+            del self._waiting[victim]
+            victim.cancel()
+            self.evicted += 1
+            left_out = self._evict_log.ready()
+            if left_out is not None:
+                _log.warning(
+                    "management API at %d connections: closed the longest idle one (%d so far)",
+                    self.limits.max_connections,
+                    self.evicted,
+                )
+            return True
+        return False
+
     async def _one(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, wait: float
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        wait: float,
+        task: asyncio.Task[None],
     ) -> bool:
         """Serve one request; True to keep the connection for another."""
         try:
-            head = await read_head(reader, self.limits, wait)
+            self._waiting[task] = None
+            try:
+                head = await read_head(reader, self.limits, wait)
+            finally:
+                self._waiting.pop(task, None)
             if head is None:
                 return False
             await self._expect(writer, head)

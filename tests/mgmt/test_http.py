@@ -341,13 +341,42 @@ async def test_custom_route_and_handler_errors(server: MgmtServer) -> None:
     assert (await get(server.port, "/healthz")).status == 200
 
 
-async def test_connection_limit_503() -> None:
-    srv = MgmtServer("127.0.0.1:0", limits=Limits(max_connections=2, read_timeout=2.0))
+async def test_idle_connections_at_the_cap_make_room_for_a_probe() -> None:
+    """130 idle connections against a cap of 128 made /healthz answer 503 twenty times out
+    of twenty (issue 16): a liveness probe would restart a healthy pod. At the cap, the
+    connection that has waited longest for a request is closed instead."""
+    srv = MgmtServer("127.0.0.1:0", limits=Limits(max_connections=8, read_timeout=30.0))
     await srv.start()
     try:
-        async with connect(srv.port), connect(srv.port):
-            await asyncio.sleep(0.1)
-            assert (await get(srv.port, "/healthz")).status == 503
+        idle = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(10)]
+        await asyncio.sleep(0.1)
+        for _ in range(20):
+            assert (await get(srv.port, "/healthz")).status == 200
+        assert srv.evicted >= 2
+        oldest_reader, _ = idle[0]
+        assert await read_eof(oldest_reader) == b""  # the longest idle went first
+        for _, writer in idle:
+            writer.close()
+    finally:
+        await srv.close()
+
+
+async def test_connection_limit_503_when_every_connection_is_busy() -> None:
+    srv = MgmtServer("127.0.0.1:0", limits=Limits(max_connections=2, read_timeout=2.0))
+    release = asyncio.Event()
+
+    async def slow(_request: Request) -> Reply:
+        await release.wait()
+        return 200, {}, b"done"
+
+    srv.route("GET", "/slow", slow)
+    await srv.start()
+    try:
+        busy = [asyncio.ensure_future(get(srv.port, "/slow")) for _ in range(2)]
+        await asyncio.sleep(0.2)
+        assert (await get(srv.port, "/healthz")).status == 503
+        release.set()
+        assert [(await b).status for b in busy] == [200, 200]
         await asyncio.sleep(0.1)
         assert (await get(srv.port, "/healthz")).status == 200
     finally:
