@@ -53,6 +53,9 @@ ENV PATH=/opt/msrp-gw/bin:$PATH \
 USER 10001:10001
 WORKDIR /var/lib/msrp-gw
 
+# Open files: one per SIP/MSRP connection. The node raises its soft RLIMIT_NOFILE to the
+# hard limit at start (logged) and warns at 90 % of it; give it room, e.g.
+# `docker run --ulimit nofile=65536:65536` (Kubernetes: the runtime's default, often 1048576).
 # SIP (UDP and TCP), MSRP, management HTTP (/mi, /metrics, /healthz, /readyz)
 EXPOSE 5060/udp 5060/tcp 2855/tcp 8080/tcp
 

@@ -30,6 +30,7 @@ from gw.cluster.messages import serving
 from gw.cluster.registry import NodeRegistry
 from gw.cluster.rpc import Rpc
 from gw.config import Config, parse_msrp_listen
+from gw.fds import NEAR, FdWatch, raise_limit
 from gw.gateway.engine import Gateway, GatewaySettings
 from gw.gateway.policy import Policy, load_hook, split_types
 from gw.gateway.session import retry_after_header
@@ -341,6 +342,8 @@ class Node:
         self._sweeper: asyncio.Task[None] | None = None
         self.gc_tuner = GcTuner(self._session_counts)
         self._gc_ticker: asyncio.Task[None] | None = None
+        self.fds: FdWatch | None = None  # set by run_node (a process-wide concern)
+        self._fd_ticker: asyncio.Task[None] | None = None
 
     def _session_counts(self) -> tuple[int, int, int]:
         """(sessions created, sessions ended, live sessions) for the GcTuner."""
@@ -355,6 +358,31 @@ class Node:
         a node embedded in another program leaves the process's GC alone)."""
         self.gc_tuner.start()
         self._gc_ticker = asyncio.create_task(self._gc_loop(interval))
+
+    def watch_fds(self, soft_limit: int, interval: float = 1.0) -> None:
+        """Count open descriptors every `interval` seconds; warn near `soft_limit`."""
+        watch = self.fds = FdWatch(soft_limit)
+        metrics = self.mgmt.metrics
+        metrics.callback(
+            "msrpgw_open_fds", "Open file descriptors (sockets included).", lambda: watch.in_use
+        )
+        metrics.callback(
+            "msrpgw_max_fds", "The open-files soft limit (RLIMIT_NOFILE).", lambda: watch.soft
+        )
+        metrics.callback(
+            "msrpgw_fds_near_limit_total",
+            f"Checks (one a second) that found open files at {NEAR:.0%} of the limit or more.",
+            lambda: watch.near_limit,
+            kind="counter",
+        )
+        watch.check()
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                watch.check()
+
+        self._fd_ticker = asyncio.create_task(loop())
 
     async def _gc_loop(self, interval: float) -> None:
         while True:
@@ -603,6 +631,8 @@ class Node:
         if self._gc_ticker is not None:
             self._gc_ticker.cancel()
             self.gc_tuner.stop()
+        if self._fd_ticker is not None:
+            self._fd_ticker.cancel()
         if self.registry is not None:
             with contextlib.suppress(Exception):
                 await self.registry.stop()
@@ -639,6 +669,7 @@ def run_loop(main: Coroutine[Any, Any, int], loop: str = "auto") -> int:
 
 
 async def run_node(cfg: Config) -> int:
+    limit = raise_limit()  # before any listener: the whole budget for connections
     node = Node(cfg)
     # Handlers first: a SIGTERM between ready.json and here used to kill the node
     # undrained (exit -15, no BYE, ready.json left behind). Now it drains once started.
@@ -649,6 +680,8 @@ async def run_node(cfg: Config) -> int:
     # Long-lived objects (sessions, dialogs, listeners) out of the collector's way: full
     # collections walking every session cost hundreds of ms at 10k sessions (GcTuner).
     node.tune_gc()
+    if limit is not None:
+        node.watch_fds(limit.soft)
     await node.stopping.wait()
     log.info("stopping: draining sessions")
     await node.stop()

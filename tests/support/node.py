@@ -15,7 +15,10 @@ from typing import Any
 
 
 class GatewayProcess:
-    def __init__(self, config: str = "", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: str = "", env: dict[str, str] | None = None, wrap: list[str] | None = None
+    ) -> None:
+        self.wrap = wrap or []  # argv before the node's own (e.g. prlimit)
         self.dir = Path(tempfile.mkdtemp(prefix="msrpgw-node-"))
         self.config = self.dir / "gw.toml"
         self.config.write_text(config)
@@ -31,7 +34,7 @@ class GatewayProcess:
     def start(self, timeout: float = 20.0) -> dict[str, Any]:
         ready = Path(self.env["MSRPGW_NODE__STATE_DIR"]) / "ready.json"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gw.cli", "run", "--config", str(self.config)],
+            [*self.wrap, sys.executable, "-m", "gw.cli", "run", "--config", str(self.config)],
             env=self.env,
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
