@@ -55,6 +55,11 @@ class SipSection:
     max_header_length: int = 8192
     user_agent: str = "msrp-gw"
     udp_buffer: int = 4194304
+    # TCP/TLS connections (Kamailio's names and defaults where it has them)
+    tcp_max_connections: int = 2048
+    tcp_max_connections_per_ip: int = 256
+    tcp_connection_lifetime: float = 120.0
+    tcp_msg_read_timeout: float = 20.0
 
 
 @dataclass
@@ -198,6 +203,14 @@ class Config:
             raise ConfigError("sip.t1 must be > 0 and <= sip.t2")
         if self.sip.udp_buffer < 0:
             raise ConfigError("sip.udp_buffer must be >= 0 (0: the kernel's default)")
+        if not 0 < self.sip.tcp_max_connections_per_ip <= self.sip.tcp_max_connections:
+            raise ConfigError(
+                "sip.tcp_max_connections_per_ip must be > 0 and <= sip.tcp_max_connections"
+            )
+        if self.sip.tcp_connection_lifetime <= 0 or self.sip.tcp_msg_read_timeout <= 0:
+            raise ConfigError(
+                "sip.tcp_connection_lifetime and sip.tcp_msg_read_timeout must be > 0"
+            )
         scheme, _, _ = parse_msrp_listen(self.msrp.listen)
         if scheme == "msrps" and not (self.tls.cert_file and self.tls.key_file):
             raise ConfigError("msrp.listen is msrps: but tls.cert_file/tls.key_file are empty")

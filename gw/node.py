@@ -45,7 +45,7 @@ from gw.node_metrics import CountingRedis, register_metrics
 from gw.sip.endpoint import EndpointConfig, SipEndpoint
 from gw.sip.message import Limits
 from gw.sip.transaction import Address, Timers
-from gw.sip.transport import parse_listen
+from gw.sip.transport import StreamLimits, parse_listen
 from gw.store.client import StoreClient, connect
 from gw.store.deployment import deployment_id
 from gw.store.embedded import EmbeddedRedis
@@ -299,6 +299,12 @@ class Node:
                 ),
                 user_agent=f"{cfg.sip.user_agent}/{__version__}",
                 udp_buffer=cfg.sip.udp_buffer,
+                streams=StreamLimits(
+                    max_connections=cfg.sip.tcp_max_connections,
+                    max_per_ip=cfg.sip.tcp_max_connections_per_ip,
+                    idle_timeout=cfg.sip.tcp_connection_lifetime,
+                    read_timeout=cfg.sip.tcp_msg_read_timeout,
+                ),
                 tls_server=self.tls_server,
                 tls_client=self.tls_client,
             ),

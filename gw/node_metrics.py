@@ -154,6 +154,28 @@ def register_metrics(
         reg.callback(name, doc, labelled(attr), [label], kind="counter")
     for name, doc, attr in _SIP_COUNTERS:
         reg.callback(name, doc, sip_stat(attr), kind="counter")
+    streams = sip.transports
+    reg.callback(
+        "msrpgw_sip_connections",
+        "Open SIP TCP/TLS connections (inbound and outbound).",
+        lambda: float(streams.open_streams),
+    )
+    reg.callback(
+        "msrpgw_sip_connections_refused_total",
+        "Inbound SIP TCP/TLS connections refused, by limit (sip.tcp_max_connections, "
+        "sip.tcp_max_connections_per_ip).",
+        lambda: {k: float(v) for k, v in streams.stats.connections_refused.items()},
+        ["reason"],
+        kind="counter",
+    )
+    reg.callback(
+        "msrpgw_sip_connections_closed_total",
+        "SIP TCP/TLS connections the node closed, by limit: idle (sip.tcp_connection_lifetime) "
+        "or read_timeout (sip.tcp_msg_read_timeout).",
+        lambda: {k: float(v) for k, v in streams.stats.connections_closed.items()},
+        ["reason"],
+        kind="counter",
+    )
 
     def sessions_by_state() -> dict[str, float]:
         out = dict.fromkeys(("setup", "active", "ending"), 0.0)

@@ -51,7 +51,7 @@ from gw.sip.transaction import (
     new_branch,
     response_address,
 )
-from gw.sip.transport import ListenSpec, SipTransportError, TransportLayer
+from gw.sip.transport import ListenSpec, SipTransportError, StreamLimits, TransportLayer
 from gw.sip.uri import NameAddr, SipSyntaxError, SipUri, Via, parse_uri
 
 __all__ = ["EndpointConfig", "IncomingRequest", "SipEndpoint"]
@@ -72,6 +72,7 @@ class EndpointConfig:
     tls_client: ssl.SSLContext | None = None
     contact_user: str = "gw"
     udp_buffer: int = 0  # SO_RCVBUF/SO_SNDBUF of UDP listeners; 0: the kernel's default
+    streams: StreamLimits = field(default_factory=StreamLimits)  # TCP/TLS connection limits
 
 
 class IncomingRequest:
@@ -151,6 +152,7 @@ class SipEndpoint:
             tls_server=config.tls_server,
             tls_client=config.tls_client,
             udp_buffer=config.udp_buffer,
+            stream_limits=config.streams,
         )
         self.dialog_layer = DialogLayer(config.timers)
         self.stats = EndpointStats()

@@ -75,6 +75,15 @@ class StreamFramer:
         self._buf = bytearray()
         self._closed = False
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of a message not complete yet (0 between messages; keepalive CRLFs are
+        not a message)."""
+        buf = self._buf
+        if not buf or (buf[0] in (0x0D, 0x0A) and not buf.strip(b"\r\n")):
+            return 0
+        return len(buf)
+
     def feed(self, data: bytes) -> list[FramerEvent]:
         if self._closed:
             return []

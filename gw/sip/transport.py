@@ -22,7 +22,7 @@ from gw.sip.framing import FramedError, FramedMessage, KeepAlive, StreamFramer
 from gw.sip.message import Limits, Request, Response, SipParseError, parse_message
 from gw.sip.transaction import Address
 
-__all__ = ["ListenSpec", "SipTransportError", "TransportLayer", "parse_listen"]
+__all__ = ["ListenSpec", "SipTransportError", "StreamLimits", "TransportLayer", "parse_listen"]
 
 log = logging.getLogger("gw.sip.transport")
 
@@ -51,6 +51,17 @@ def parse_listen(text: str) -> ListenSpec:
     return ListenSpec(transport.upper(), host, int(port))
 
 
+@dataclass(frozen=True)
+class StreamLimits:
+    """TCP/TLS connections: how many, and how long one may sit idle or spend on a message.
+    The names follow Kamailio's and OpenSIPS's `tcp_*` settings (see docs/configuration.md)."""
+
+    max_connections: int = 2048  # inbound connections, all peers together
+    max_per_ip: int = 256  # inbound connections from one address
+    idle_timeout: float = 120.0  # no byte either way: closed (tcp_connection_lifetime)
+    read_timeout: float = 20.0  # from a message's first byte to its last (slowloris)
+
+
 @dataclass
 class _Stats:
     received: int = 0
@@ -59,6 +70,8 @@ class _Stats:
     dropped_responses: int = 0
     connections_opened: int = 0
     by_code: dict[int, int] = field(default_factory=dict)
+    connections_refused: dict[str, int] = field(default_factory=dict)  # by reason
+    connections_closed: dict[str, int] = field(default_factory=dict)  # by the limit
 
 
 class _Datagram(asyncio.DatagramProtocol):
@@ -88,22 +101,31 @@ class _Datagram(asyncio.DatagramProtocol):
 
 
 class _Stream(asyncio.Protocol):
-    def __init__(self, layer: TransportLayer, proto: str) -> None:
+    def __init__(self, layer: TransportLayer, proto: str, *, inbound: bool = False) -> None:
         self.layer = layer
         self.proto = proto
+        self.inbound = inbound
         self.framer = StreamFramer(layer.limits)
         self.transport: asyncio.Transport | None = None
         self.remote: Address | None = None
         self.closed = asyncio.get_running_loop().create_future()
+        self.admitted = False  # counted in the inbound limits
+        self.last_io = 0.0  # loop time of the last byte in or out
+        self.reading_since = 0.0  # loop time a partial message started (0: none)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.remote = Address(self.proto, str(peer[0]), int(peer[1]))
+        self.last_io = self.layer.now()
+        if self.inbound and not self.layer._admit(self):
+            self.transport.abort()
+            return
         self.layer._register(self.remote, self)
 
     def data_received(self, data: bytes) -> None:
         assert self.remote is not None
+        now = self.last_io = self.layer.now()
         for event in self.framer.feed(data):
             if isinstance(event, FramedMessage):
                 self.layer._deliver(event.message, self.remote)
@@ -113,6 +135,10 @@ class _Stream(asyncio.Protocol):
                     self.transport.close()
             elif isinstance(event, KeepAlive) and self.transport is not None:
                 self.transport.write(b"\r\n")
+        if not self.framer.buffered:
+            self.reading_since = 0.0
+        elif not self.reading_since:
+            self.reading_since = now
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.remote is not None:
@@ -123,6 +149,7 @@ class _Stream(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is None or self.transport.is_closing():
             raise SipTransportError("connection closed")
+        self.last_io = self.layer.now()
         self.transport.write(data)
 
 
@@ -139,6 +166,7 @@ class TransportLayer:
         tls_client: ssl.SSLContext | None = None,
         connect_timeout: float = 5.0,
         udp_buffer: int = 0,
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         self.on_message = on_message
         # SO_RCVBUF/SO_SNDBUF of UDP listeners (0: the kernel's default, ~208 KiB on Linux,
@@ -162,6 +190,12 @@ class TransportLayer:
         self._servers: list[asyncio.Server] = []
         self._streams: dict[Address, _Stream] = {}
         self._connecting: dict[Address, asyncio.Task[_Stream]] = {}
+        self.stream_limits = stream_limits or StreamLimits()
+        self._inbound: dict[str, int] = {}  # admitted inbound connections, by peer host
+        self._inbound_total = 0
+        self._all: set[_Stream] = set()  # every open stream, once (for the reaper)
+        self._reaper: asyncio.Task[None] | None = None
+        self._limit_log = Throttle()
 
     # -- listening -------------------------------------------------------------
     async def listen(self, spec: ListenSpec) -> Address:
@@ -180,7 +214,7 @@ class TransportLayer:
                 raise ValueError("tls listener needs a certificate ([tls] cert_file/key_file)")
             ctx = self.tls_server if spec.transport == "TLS" else None
             server = await loop.create_server(
-                lambda: _Stream(self, spec.transport), spec.host, spec.port, ssl=ctx
+                lambda: _Stream(self, spec.transport, inbound=True), spec.host, spec.port, ssl=ctx
             )
             self._servers.append(server)
             sock = server.sockets[0].getsockname()
@@ -190,6 +224,8 @@ class TransportLayer:
         return bound
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
         for server in self._servers:
             server.close()
         for stream in list(self._streams.values()):
@@ -283,13 +319,89 @@ class TransportLayer:
         self._streams[dest] = proto
         return proto
 
+    # -- connection limits ----------------------------------------------------------
+    @property
+    def open_streams(self) -> int:
+        return len(self._all)
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _admit(self, stream: _Stream) -> bool:
+        """An inbound connection within the cap and its address's share, else refused."""
+        assert stream.remote is not None
+        host, limits = stream.remote.host, self.stream_limits
+        reason = None
+        if self._inbound_total >= limits.max_connections:
+            reason = "max_connections"
+        elif self._inbound.get(host, 0) >= limits.max_per_ip:
+            reason = "max_per_ip"
+        if reason is not None:
+            refused = self.stats.connections_refused
+            refused[reason] = refused.get(reason, 0) + 1
+            left_out = self._limit_log.ready()
+            if left_out is not None:
+                log.warning(
+                    "sip %s connection from %s refused: %s reached (%d open, %d from it)%s",
+                    stream.proto.lower(),
+                    host,
+                    reason,
+                    self._inbound_total,
+                    self._inbound.get(host, 0),
+                    f" ({left_out} more refused since the last such line)" if left_out else "",
+                )
+            return False
+        stream.admitted = True
+        self._inbound[host] = self._inbound.get(host, 0) + 1
+        self._inbound_total += 1
+        return True
+
+    def _reap(self) -> None:
+        """Close connections idle for `idle_timeout`, and those that began a message more
+        than `read_timeout` ago without finishing it."""
+        limits, now = self.stream_limits, self.now()
+        for stream in list(self._all):
+            transport = stream.transport
+            if transport is None or transport.is_closing():
+                continue
+            if stream.reading_since and now - stream.reading_since > limits.read_timeout:
+                why = "read_timeout"
+            elif now - stream.last_io > limits.idle_timeout:
+                why = "idle"
+            else:
+                continue
+            closed = self.stats.connections_closed
+            closed[why] = closed.get(why, 0) + 1
+            log.info("sip connection to %s closed: %s", stream.remote, why.replace("_", " "))
+            transport.close()
+
+    async def _reap_loop(self) -> None:
+        limits = self.stream_limits
+        interval = max(0.05, min(1.0, limits.read_timeout / 4, limits.idle_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            self._reap()
+
     # -- callbacks from protocols -------------------------------------------------
     def _register(self, remote: Address, stream: _Stream) -> None:
         self._streams[remote] = stream
+        self._all.add(stream)
+        if self._reaper is None:
+            self._reaper = asyncio.ensure_future(self._reap_loop())
 
     def _unregister(self, remote: Address, stream: _Stream) -> None:
         for key in [k for k, v in self._streams.items() if v is stream]:
             del self._streams[key]
+        self._all.discard(stream)
+        if stream.admitted:
+            stream.admitted = False
+            host = remote.host
+            left = self._inbound.get(host, 0) - 1
+            if left > 0:
+                self._inbound[host] = left
+            else:
+                self._inbound.pop(host, None)
+            self._inbound_total -= 1
 
     def _deliver(self, message: Request | Response, source: Address) -> None:
         self.stats.received += 1
