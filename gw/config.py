@@ -67,6 +67,7 @@ class MsrpSection:
     listen: str = "msrp://127.0.0.1:2855;tcp"
     chunk_size: int = 2048
     max_chunk_size: int = 1048576
+    max_reassembly_bytes: int = 67108864  # incomplete incoming messages, all sessions
     max_message_size: int = 10485760
     transaction_timeout: float = 30.0
     relay: str = ""  # RFC 4976 relay, msrp[s]://host[:port];tcp; empty: none
@@ -216,6 +217,8 @@ class Config:
             raise ConfigError("msrp.listen is msrps: but tls.cert_file/tls.key_file are empty")
         if self.msrp.chunk_size <= 0 or self.msrp.chunk_size > self.msrp.max_chunk_size:
             raise ConfigError("msrp.chunk_size must be > 0 and <= msrp.max_chunk_size")
+        if self.msrp.max_reassembly_bytes < self.msrp.max_chunk_size:
+            raise ConfigError("msrp.max_reassembly_bytes must be >= msrp.max_chunk_size")
         _check_relay(self.msrp)
         host, _, port = self.mgmt.listen.rpartition(":")
         if not port.isdigit() or int(port) > 65535:

@@ -318,6 +318,7 @@ class Node:
             ssl_server=self.tls_server if scheme == "msrps" else None,
             ssl_client=self.tls_client,
             max_chunk_size=cfg.msrp.max_chunk_size,
+            max_reassembly_bytes=cfg.msrp.max_reassembly_bytes,
         )
         self.relay: RelayKeeper | None = None
         if cfg.msrp.relay:

@@ -154,6 +154,18 @@ def register_metrics(
         reg.callback(name, doc, labelled(attr), [label], kind="counter")
     for name, doc, attr in _SIP_COUNTERS:
         reg.callback(name, doc, sip_stat(attr), kind="counter")
+    budget = msrp.reassembly
+    reg.callback(
+        "msrpgw_msrp_reassembly_bytes",
+        "Bytes of incomplete incoming MSRP messages held, all sessions together.",
+        lambda: float(budget.held),
+    )
+    reg.callback(
+        "msrpgw_msrp_reassembly_refused_total",
+        "MSRP chunks answered 413 because msrp.max_reassembly_bytes was reached.",
+        lambda: float(budget.refused),
+        kind="counter",
+    )
     streams = sip.transports
     reg.callback(
         "msrpgw_sip_connections",

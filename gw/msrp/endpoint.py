@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, cast
 
+from gw.msrp.chunks import ReassemblyBudget
 from gw.msrp.connection import (
     AlternateConnection,
     ConnectionEvent,
@@ -598,6 +599,7 @@ class MsrpEndpoint:
         ssl_client: _ssl.SSLContext | None = None,
         idle_timeout: float = 30.0,
         max_chunk_size: int = 1 << 20,
+        max_reassembly_bytes: int = 64 << 20,
         on_event: Callable[[ConnectionEvent], None] | None = None,
     ) -> None:
         self.host = host
@@ -607,6 +609,8 @@ class MsrpEndpoint:
         self.ssl_client = ssl_client
         self.idle_timeout = idle_timeout
         self.max_chunk_size = max_chunk_size
+        # Bytes of incomplete incoming messages, all sessions together (413 beyond it).
+        self.reassembly = ReassemblyBudget(max_reassembly_bytes)
         self.on_event = on_event
         # Per-session tracing (ops): called with ("in"|"out", raw bytes, peer) when set.
         self.tracer: Callable[[str, bytes, Any], None] | None = None
@@ -769,6 +773,7 @@ class MsrpEndpoint:
             raise ValueError("the peer path needs at least one URI")
         relay = self._relay_for(via_relay)
         use_path = () if relay is None else relay.client.use_path
+        options.setdefault("reassembly_budget", self.reassembly)
         core = MsrpSession(
             local_uri or self.new_local_uri(),
             (*use_path, *peer),

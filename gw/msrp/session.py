@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from gw.mime import mime_matches
-from gw.msrp.chunks import ByteRange, Reassembler
+from gw.msrp.chunks import ByteRange, Reassembler, ReassemblyBudget
 from gw.msrp.events import (
     IncomingAborted,
     IncomingExpired,
@@ -83,6 +83,7 @@ class MsrpSession:
 
     __slots__ = (
         "_auto_report",
+        "_budget",
         "_control",
         "_events",
         "_expire_at",
@@ -129,6 +130,7 @@ class MsrpSession:
         incomplete_timeout: float = 60.0,
         direction: str = "sendrecv",
         auto_success_report: bool = False,
+        reassembly_budget: ReassemblyBudget | None = None,
     ) -> None:
         self.local_uri = local_uri if isinstance(local_uri, MsrpUri) else parse_msrp_uri(local_uri)
         if not self.local_uri.session_id:
@@ -160,6 +162,7 @@ class MsrpSession:
         self._from_path = str(self.local_uri)
         self._max_message_size = max_message_size
         self._incomplete_timeout = incomplete_timeout
+        self._budget = reassembly_budget
         # Created on first use, dropped when empty (see the class docstring):
         self._reassembler: Reassembler | None = None  # kept once created: it remembers ids
         self._control: deque[Frame] | None = None  # responses, REPORTs, aborts: sent first
@@ -503,7 +506,9 @@ class MsrpSession:
         reassembler = self._reassembler
         if reassembler is None:
             reassembler = self._reassembler = Reassembler(
-                self._max_message_size, incomplete_timeout=self._incomplete_timeout
+                self._max_message_size,
+                incomplete_timeout=self._incomplete_timeout,
+                budget=self._budget,
             )
         result = reassembler.add(mid, byte_range, body, frame.flag, ct, now)
         if result.status != 200:
@@ -672,6 +677,8 @@ class MsrpSession:
         if self.closed:
             return
         self.closed = True
+        if self._reassembler is not None:
+            self._reassembler.clear()  # partial messages: their bytes back to the budget
         if self._messages is not None:
             for msg in list(self._messages.values()):
                 self._fail(msg, code, reason)

@@ -755,3 +755,68 @@ async def test_replacing_a_session_whose_sip_peer_went_silent_is_answered_at_onc
         assert len(await asyncio.to_thread(mi_sessions, node)) == 1
     finally:
         silent.close()
+
+
+# -- 12. reassembly memory: what arrives, within a node-wide budget (issue 16 §2) ---------------
+def metric(node: GatewayProcess, name: str) -> float:
+    with urllib.request.urlopen(f"http://{node.ready['mgmt']}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    found = re.search(rf"^{name} (\S+)$", text, re.M)
+    assert found, f"{name} not in /metrics"
+    return float(found.group(1))
+
+
+async def test_chunks_declaring_64k_hold_their_bytes_and_the_node_budget_answers_413(
+    gateway: Callable[..., GatewayProcess], page: PageUser, peer: MsrpUser, good: MsrpUser
+) -> None:
+    """The issue's attack (sessions x 64 one-byte chunks each declaring `1-1/65536`) held a
+    64 KiB buffer per chunk: 40 sessions took +159 MiB. Now each holds its byte, and past
+    msrp.max_reassembly_bytes (here 64 KiB: the chunks below would have been 16 MiB) a chunk
+    gets 413."""
+    node = gateway(MSRPGW_MSRP__MAX_REASSEMBLY_BYTES="65536", MSRPGW_MSRP__MAX_CHUNK_SIZE="16384")
+    sessions = [await open_session(node, peer, page, f"amp{i}") for i in range(5)]
+    try:
+        for raw, gw_uri, local in sessions[:4]:
+            for _ in range(64):
+                frame = Frame.request(
+                    "SEND",
+                    [gw_uri],
+                    [local],
+                    headers=[("Message-ID", new_transaction_id()), ("Byte-Range", "1-1/65536")],
+                    body=b"x",
+                    content_type="text/plain",
+                    flag="+",
+                )
+                await raw.send(frame)
+                answer = await raw.read_frame()
+                assert answer.status == 200, answer
+        assert metric(node, "msrpgw_msrp_reassembly_bytes") == 4 * 64
+        raw, gw_uri, local = sessions[4]  # (each of the others has 64 messages open: its own cap)
+        mid = new_transaction_id()
+        # a 64 KiB message in 16 KiB chunks: its last would pass 64 KiB with the 256 held
+        for start, expected in ((1, 200), (16385, 200), (32769, 200), (49153, 413)):
+            big = Frame.request(
+                "SEND",
+                [gw_uri],
+                [local],
+                headers=[
+                    ("Message-ID", mid),
+                    ("Byte-Range", f"{start}-{start + 16383}/65536"),
+                ],
+                body=b"y" * 16384,
+                content_type="text/plain",
+                flag="+" if start < 49153 else "$",
+            )
+            await raw.send(big)
+            answer = await raw.read_frame()
+            assert (answer.status, answer.comment) == (
+                expected,
+                "OK" if expected == 200 else "reassembly memory full",
+            )
+        assert metric(node, "msrpgw_msrp_reassembly_refused_total") == 1
+    finally:
+        for raw, _, _ in sessions:
+            await raw.close()
+    await asyncio.sleep(0.5)  # the sessions end: what they held goes back
+    assert metric(node, "msrpgw_msrp_reassembly_bytes") == 0
+    await assert_serving(node, page, good, "reassembly-budget")

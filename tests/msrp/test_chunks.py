@@ -14,6 +14,7 @@ from gw.msrp.chunks import (
     Chunk,
     MessageTooLarge,
     Reassembler,
+    ReassemblyBudget,
     format_byte_range,
     parse_byte_range,
     split_message,
@@ -441,3 +442,44 @@ def test_reassembler_constructor_validation() -> None:
         Reassembler(incomplete_timeout=0)
     with pytest.raises(ValueError):
         Reassembler(max_message_size=-1)
+
+
+# -- memory: what arrives, not what is declared; a node-wide budget (issue 16 §2) -----------
+
+
+def test_memory_grows_with_the_bytes_that_arrive_not_with_the_declared_total() -> None:
+    budget = ReassemblyBudget(1 << 30)
+    r = Reassembler(budget=budget)
+    for i in range(64):  # the issue's attack: one byte each, declaring 64 KiB
+        assert r.add(f"m{i}", ByteRange(1, 1, 65536), b"x", "+", None, 0.0).status == 200
+    assert budget.held == 64
+    assert r.add("m0", ByteRange(65536, 65536, 65536), b"z", "+", None, 0.0).status == 200
+    assert budget.held == 65, "a chunk past a gap holds its own bytes, not the gap"
+
+
+def test_chunks_in_any_order_still_make_the_message_and_give_their_bytes_back() -> None:
+    budget = ReassemblyBudget(1 << 20)
+    r = Reassembler(budget=budget)
+    body = _body(1000, seed=3)
+    chunks = list(split_message(body, 100))
+    random.Random(5).shuffle(chunks)
+    assert _delivered(_feed(r, "m", chunks)) == [body]
+    assert budget.held == 0 and len(r) == 0
+
+
+def test_the_node_budget_refuses_413_and_every_end_gives_bytes_back() -> None:
+    budget = ReassemblyBudget(100)
+    a, b = Reassembler(budget=budget), Reassembler(budget=budget)  # two sessions
+    assert a.add("a", ByteRange(1, 60, 200), b"x" * 60, "+", None, 0.0).status == 200
+    refused = b.add("b", ByteRange(1, 50, 200), b"y" * 50, "+", None, 0.0)
+    assert (refused.status, refused.reason) == (413, "reassembly memory full")
+    assert budget.refused == 1 and budget.held == 60 and len(b) == 0
+    assert b.add("c", ByteRange(1, 40, 200), b"y" * 40, "+", None, 0.0).status == 200
+    assert budget.held == 100
+    a.expire(1000.0)  # incomplete timeout
+    assert budget.held == 40
+    assert b.add("c", ByteRange(41, 50, 200), b"y" * 10, "#", None, 0.0).status == 200  # abort
+    assert budget.held == 0
+    assert a.add("d", ByteRange(1, 10, 20), b"x" * 10, "+", None, 0.0).status == 200
+    a.clear()  # the session ended
+    assert budget.held == 0
