@@ -96,6 +96,7 @@ class GatewaySection:
     retry_after: int = 5
     key_template: str = "{page_aor}-{msrp_aor}"
     ruri_rewrite: str = ""
+    allowed_destinations: str = ""  # domains, *.domains, networks, or "*"
     routing_hook: str = ""
     failure_notice: str = ""
     msrp_setup: str = "actpass"
@@ -144,6 +145,28 @@ class Config:
     mgmt: MgmtSection = field(default_factory=MgmtSection)
     tls: TlsSection = field(default_factory=TlsSection)
     log: LogSection = field(default_factory=LogSection)
+
+    def _check_destinations(self) -> None:
+        """gateway.allowed_destinations parses; a node reachable from outside sends its
+        requests through an outbound proxy or to listed destinations only (safe default)."""
+        from gw.gateway.destinations import Destinations, DestinationsError
+        from gw.sip.transport import parse_listen
+
+        entries = self.gateway.allowed_destinations.replace(",", " ").split()
+        try:
+            Destinations(entries)
+        except DestinationsError as exc:
+            raise ConfigError(f"gateway.allowed_destinations: {exc}") from None
+        if entries or self.sip.outbound_proxy:
+            return
+        exposed = [i for i in self.sip.listen if not _is_loopback(parse_listen(i).host)]
+        if exposed:
+            raise ConfigError(
+                f"sip.listen {exposed[0]} is not a loopback address and sip.outbound_proxy is "
+                'empty: set gateway.allowed_destinations (domains, networks, or "*" for any '
+                "host) or sip.outbound_proxy, else anyone can make the gateway send requests "
+                "to any host:port"
+            )
 
     def validate(self) -> None:
         if self.node.deployment and not _TOKEN.fullmatch(self.node.deployment):
@@ -234,6 +257,18 @@ class Config:
             raise ConfigError("node.loop must be auto, uvloop or asyncio")
         if self.log.level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("log.level must be debug, info, warning or error")
+        self._check_destinations()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_relay(m: MsrpSection) -> None:

@@ -448,6 +448,7 @@ class Node:
                 deployment=self.deployment,
                 content_types=split_types(g.content_types),
                 accept_wrapped_types=split_types(g.accept_wrapped_types),
+                allowed_destinations=split_types(g.allowed_destinations),
                 reply_mode=cast(ReplyMode, g.reply_mode),  # checked by Config.validate
                 delivery_timeout=g.delivery_timeout,
                 setup_timeout=g.setup_timeout,

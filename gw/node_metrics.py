@@ -69,6 +69,9 @@ _GATEWAY_COUNTERS = (
      "page_messages_in"),
     ("msrpgw_msrp_messages_received_total",
      "Complete MSRP messages received for translation to page mode.", "msrp_messages_in"),
+    ("msrpgw_destinations_refused_total",
+     "Requests refused 403 because the host they would make us send to is not in "
+     "gateway.allowed_destinations.", "destinations_refused"),
     ("msrpgw_setups_refused_total",
      "New sessions refused with 503 because gateway.max_pending_setups set-ups were in progress.",
      "setups_refused"),

@@ -72,6 +72,7 @@ message_timeout = 300
 content_types = "text/plain, message/cpim"
 require_success_report = true
 delivery_timeout = 3.5
+allowed_destinations = "example.com, *.carrier.net 10.0.0.0/8"
 [msrp]
 listen = "msrp://[::1]:0"
 [mgmt]
@@ -89,6 +90,7 @@ token = "secret"
     assert g.content_types == "text/plain, message/cpim"
     assert g.require_success_report is True
     assert g.delivery_timeout == 3.5
+    assert g.allowed_destinations == "example.com, *.carrier.net 10.0.0.0/8"
     assert parse_msrp_listen(cfg.msrp.listen) == ("msrp", "::1", 0)
 
 
@@ -220,6 +222,10 @@ def test_toml_integral_float_for_int_is_taken(tmp_path: Path) -> None:
         ({"MSRPGW_MGMT__LISTEN": "0.0.0.0:8080", "MSRPGW_MGMT__TOKEN": "   "}, "mgmt.token"),
         ({"MSRPGW_MGMT__TOKEN": " secret"}, "mgmt.token"),
         ({"MSRPGW_MGMT__TOKEN": "se\tcret"}, "mgmt.token"),
+        ({"MSRPGW_SIP__LISTEN": "udp:0.0.0.0:5060"}, "gateway.allowed_destinations"),
+        ({"MSRPGW_SIP__LISTEN": "tcp:[2001:db8::1]:5060"}, "sip.outbound_proxy"),
+        ({"MSRPGW_GATEWAY__ALLOWED_DESTINATIONS": "10.0.0.0/33"}, "gateway.allowed_destinations"),
+        ({"MSRPGW_GATEWAY__ALLOWED_DESTINATIONS": "bad host!"}, "gateway.allowed_destinations"),
         ({"MSRPGW_MGMT__LISTEN": "127.0.0.1"}, "mgmt.listen"),
         ({"MSRPGW_MGMT__LISTEN": "127.0.0.1:99999"}, "mgmt.listen"),
         ({"MSRPGW_SIP__LISTEN": "sctp:127.0.0.1:5060"}, "sip.listen"),

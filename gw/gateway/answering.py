@@ -53,6 +53,9 @@ class Answering:
         if ctx.draining:
             ctx.unavailable(txn, "draining")
             return
+        if ctx.destination_refused(decision.ruri, decision.key):  # where MESSAGEs would go
+            ctx.reject(txn, 403, "Destination Not Allowed", "gateway.allowed_destinations")
+            return
         try:
             offer = parse_sdp(request.body)
             media = find_msrp_media(offer)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gw.gateway.commands import Effect, Outbox, Publish, Respond, ServerTxn
+from gw.gateway.destinations import Destinations
 from gw.gateway.legs import Legs
 from gw.gateway.loops import Hops, Onward, onward
 from gw.gateway.rules import Refusal
@@ -21,6 +22,7 @@ from gw.gateway.session import busy
 from gw.gateway.settings import GatewaySettings
 from gw.gateway.stats import GatewayStats
 from gw.gateway.table import LocalSessions
+from gw.logs import Throttle
 from gw.sip.message import Request
 from gw.sip.uri import NameAddr, SipUri
 from gw.store.records import SessionRecord
@@ -83,9 +85,29 @@ class Context:
     # observes a translation's latency ("page_to_msrp" | "msrp_to_page", seconds): metrics
     on_latency: Callable[[str, float], None] | None = None
     out: Callable[[Effect], None] = field(init=False)  # appends to `outbox`
+    destinations: Destinations = field(init=False)
+    _refused_log: Throttle = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.out = self.outbox.emit
+        self.destinations = Destinations(self.settings.allowed_destinations)
+        self._refused_log = Throttle()
+
+    def destination_refused(self, ruri: str, key: str) -> bool:
+        """Whether a request to `ruri` may not go out (gateway.allowed_destinations);
+        counted, and logged once a second at most."""
+        if self.destinations.allows(ruri):
+            return False
+        self.stats.destinations_refused += 1
+        left_out = self._refused_log.ready()
+        if left_out is not None:
+            log.warning(
+                "refused: %s is not in gateway.allowed_destinations (%d refused so far)",
+                ruri[:200],
+                self.stats.destinations_refused,
+                extra={"key": key},
+            )
+        return True
 
     @property
     def me(self) -> str:

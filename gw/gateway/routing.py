@@ -95,6 +95,9 @@ class Routing:
         under the key's `Exclusive`, so never re-entering `route_page`)."""
         ctx = self.ctx
         me, key = ctx.me, page.key
+        live = ctx.table.get(key)
+        if (live is None or live.state.over) and ctx.destination_refused(page.ruri, key):
+            return Outcome(403, "Destination Not Allowed")  # no INVITE to anyone's host
         for attempt in range(3):
             if attempt:
                 yield Sleep(0.05)

@@ -40,6 +40,7 @@ class GatewayStats:
     setups_refused: int = 0  # 503 Too Many Session Setups
     queue_full: int = 0  # 503 Queue Full
     store_errors: int = 0
+    destinations_refused: int = 0  # 403: not in gateway.allowed_destinations
     msrp_input_paused: int = 0
     msrp_reports_ignored: int = 0
     sessions_created: Counter[str] = field(default_factory=Counter)  # by origin

@@ -270,6 +270,10 @@ def test_image_config_file_needs_a_token_off_loopback() -> None:
     node refuses to start (and says why); with one it is valid."""
     with pytest.raises(ConfigError, match=r"mgmt\.token"):
         load_config(DEPLOY / "gw.toml", env={})
-    cfg = load_config(DEPLOY / "gw.toml", env={"MSRPGW_MGMT__TOKEN": "t"})
+    # and its SIP listeners are not loopback: where requests may go is a required choice
+    with pytest.raises(ConfigError, match=r"gateway\.allowed_destinations"):
+        load_config(DEPLOY / "gw.toml", env={"MSRPGW_MGMT__TOKEN": "t"})
+    chosen = {"MSRPGW_MGMT__TOKEN": "t", "MSRPGW_SIP__OUTBOUND_PROXY": "sip:proxy:5060;lr"}
+    cfg = load_config(DEPLOY / "gw.toml", env=chosen)
     data = tomllib.loads((DEPLOY / "gw.toml").read_text())
     assert cfg.node.state_dir == data["node"]["state_dir"] == "/var/lib/msrp-gw"

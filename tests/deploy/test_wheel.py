@@ -58,7 +58,11 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"msrp-gw {__version__}"
     # the image's own config file, as the container's entrypoint loads it
-    env = {"PATH": str(venv / "bin"), "MSRPGW_MGMT__TOKEN": "t"}
+    env = {
+        "PATH": str(venv / "bin"),
+        "MSRPGW_MGMT__TOKEN": "t",
+        "MSRPGW_GATEWAY__ALLOWED_DESTINATIONS": "10.0.0.0/8",
+    }
     checked = run(
         [msrp_gw, "check-config", "--config", str(DEPLOY / "gw.toml")], cwd=tmp_path, env=env
     )

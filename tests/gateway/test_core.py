@@ -620,3 +620,33 @@ def test_a_record_taken_over_gets_a_new_sid_and_only_from_the_instance_it_was_re
     assert (
         rec.owner == "n1" and rec.sid not in ("", "old") and rec.sid == world.session().record.sid
     )
+
+
+# -- where requests may go (issue 16 §2: default routing is an open door) ------------------
+
+
+def test_a_message_for_a_host_not_allowed_is_refused_403_before_any_invite() -> None:
+    world = World(allowed_destinations=["page.example", "10.0.0.0/8"])
+    txn = world.message(b"hello")  # R-URI sip:bob@msrp.example
+    assert (txn.status, txn.answers[-1].reason) == (403, "Destination Not Allowed")
+    assert not world.of(c.Invite) and not world.store
+    assert world.core.ctx.stats.destinations_refused == 1
+    allowed = World(allowed_destinations=["*.example"])
+    allowed.invite_answer = answer_2xx
+    allowed.message(b"hello")
+    assert allowed.of(c.Invite), "msrp.example is under *.example"
+
+
+def test_an_invite_whose_messages_would_go_to_a_host_not_allowed_is_refused_403() -> None:
+    world = World(allowed_destinations=["msrp.example"])
+    invite = sip_request(
+        "INVITE",
+        frm="sip:bob@msrp.example",
+        to="sip:alice@page.example",
+        body=msrp_offer(),
+        content_type="application/sdp",
+    )
+    txn = world.request(invite)
+    assert (txn.status, txn.answers[-1].reason) == (403, "Destination Not Allowed")
+    assert not world.store and not world.legs.opened
+    assert world.core.ctx.stats.destinations_refused == 1
