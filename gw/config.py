@@ -90,6 +90,8 @@ class GatewaySection:
     require_success_report: bool = False
     max_queued_messages: int = 64
     max_pending_setups: int = 64
+    max_unbound_per_source: int = 64  # answered sessions not connected yet, per source
+    bind_timeout: float = 32.0  # an answered session's MSRP leg must be bound by then
     max_pending_messages: int = 1000
     max_queued_bytes: int = 1048576
     max_page_message_size: int = 65536
@@ -195,6 +197,8 @@ class Config:
             "max_queued_bytes",
             "max_pending_setups",
             "max_pending_messages",
+            "max_unbound_per_source",
+            "bind_timeout",
         ):
             if getattr(g, name) <= 0:
                 raise ConfigError(f"gateway.{name} must be > 0")

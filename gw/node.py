@@ -455,6 +455,8 @@ class Node:
                 require_success_report=g.require_success_report,
                 max_queued_messages=g.max_queued_messages,
                 max_pending_setups=g.max_pending_setups,
+                max_unbound_per_source=g.max_unbound_per_source,
+                bind_timeout=g.bind_timeout,
                 max_pending_messages=g.max_pending_messages,
                 max_queued_bytes=g.max_queued_bytes,
                 max_page_message_size=g.max_page_message_size,

@@ -72,6 +72,9 @@ _GATEWAY_COUNTERS = (
     ("msrpgw_destinations_refused_total",
      "Requests refused 403 because the host they would make us send to is not in "
      "gateway.allowed_destinations.", "destinations_refused"),
+    ("msrpgw_unbound_refused_total",
+     "INVITEs refused 503 because their source had gateway.max_unbound_per_source answered "
+     "sessions whose MSRP leg was not connected yet.", "unbound_refused"),
     ("msrpgw_setups_refused_total",
      "New sessions refused with 503 because gateway.max_pending_setups set-ups were in progress.",
      "setups_refused"),

@@ -16,6 +16,7 @@ from gw.gateway.commands import (
     PublishNow,
     Respond,
     ServerTxn,
+    Sleep,
     Spawn,
     StoreCreate,
     StoreDelete,
@@ -26,7 +27,7 @@ from gw.gateway.legs import Role, peer_path
 from gw.gateway.lifecycle import Lifecycle
 from gw.gateway.loops import hops_of
 from gw.gateway.policy import Decision
-from gw.gateway.session import GwSession
+from gw.gateway.session import GwSession, busy
 from gw.gateway.settings import ALLOW
 from gw.gateway.state import SessionState
 from gw.ids import new_sid
@@ -35,15 +36,46 @@ from gw.msrp.uri import MsrpUriError
 from gw.sip.sdp import SdpError, answer_setup, find_msrp_media, negotiate_types, parse_sdp
 from gw.store.records import SessionRecord
 
-__all__ = ["Answering"]
+__all__ = ["Answering", "Unbound"]
 
 StoreErrors = (RedisError, OSError)
+
+
+class Unbound:
+    """Answered sessions whose MSRP leg no connection carries yet, by the source address of
+    their INVITE. INVITEs need no authentication: without a bound, one source could hold
+    any number of sessions that never connect (each with its record, for hours). Beyond
+    `max_unbound_per_source` a new INVITE from that source gets 503; a leg still unbound
+    after `bind_timeout` ends its session."""
+
+    def __init__(self) -> None:
+        self.by_source: dict[str, int] = {}
+
+    def full(self, source: str, limit: int) -> bool:
+        return self.by_source.get(source, 0) >= limit
+
+    def add(self, session: GwSession, source: str) -> None:
+        session.unbound_from = source
+        self.by_source[source] = self.by_source.get(source, 0) + 1
+
+    def done(self, session: GwSession) -> None:
+        """Bound, or ended: no longer counted (idempotent)."""
+        source, session.unbound_from = session.unbound_from, None
+        if source is None:
+            return
+        left = self.by_source.get(source, 0) - 1
+        if left > 0:
+            self.by_source[source] = left
+        else:
+            self.by_source.pop(source, None)
 
 
 class Answering:
     def __init__(self, ctx: Context, lifecycle: Lifecycle) -> None:
         self.ctx = ctx
         self.lifecycle = lifecycle
+        self.unbound = Unbound()
+        lifecycle.on_release.append(self.unbound.done)
 
     def invite(self, txn: ServerTxn, decision: Decision) -> Procedure[None]:
         """An out-of-dialog INVITE the policy answers: validate the whole offer, replace the
@@ -55,6 +87,13 @@ class Answering:
             return
         if ctx.destination_refused(decision.ruri, decision.key):  # where MESSAGEs would go
             ctx.reject(txn, 403, "Destination Not Allowed", "gateway.allowed_destinations")
+            return
+        via = request.top_via
+        source = via.params.get("received") or via.host
+        if self.unbound.full(source, ctx.settings.max_unbound_per_source):
+            ctx.stats.unbound_refused += 1
+            o = busy("Too Many Session Setups", ctx.settings.retry_after)
+            ctx.reject(txn, o.status, o.reason, f"{source}: unbound sessions at the cap", o.headers)
             return
         try:
             offer = parse_sdp(request.body)
@@ -153,6 +192,8 @@ class Answering:
             return
         session.msrp = handle
         ctx.table.add(session)
+        self.unbound.add(session, source)
+        ctx.out(Spawn(self.await_bind(session)))
         ctx.stats.sessions_created["answer"] += 1
         answer = ctx.legs.answer(media, handle, types=types, setup=setup, offer=offer)
         ctx.out(Respond(txn, 200, "OK", body=answer, content_type="application/sdp"))
@@ -169,6 +210,18 @@ class Answering:
             yield PublishNow(*started)
         if role == "active":
             ctx.out(Spawn(self.connect(session)))
+
+    def bound(self, session: GwSession) -> None:
+        """A connection carries the session's MSRP leg now (SessionBound)."""
+        self.unbound.done(session)
+
+    def await_bind(self, session: GwSession) -> Procedure[None]:
+        """End the session if no connection carries its leg within `bind_timeout` (the
+        peer never connected, or never sent its first SEND on the connection)."""
+        yield Sleep(self.ctx.settings.bind_timeout)
+        if session.unbound_from is not None and not session.state.over:
+            log.info("msrp leg never bound: ending", extra={"key": session.key})
+            yield from self.lifecycle.end(session, "msrp not connected")
 
     def connect(self, session: GwSession) -> Procedure[None]:
         """We are the active side (the offer said a=setup:passive): open the leg."""

@@ -41,6 +41,7 @@ from gw.msrp.events import (
     MessageReceived,
     ReportIgnored,
     RequestRejected,
+    SessionBound,
     SessionClosed,
     SessionEvent,
 )
@@ -149,6 +150,8 @@ class GatewayCore:
                 event.reason,
                 extra={"key": session.key},
             )
+        elif isinstance(event, SessionBound):
+            self.answering.bound(session)
         elif isinstance(event, SessionClosed) and session.state is SessionState.ACTIVE:
             # While setting up, the set-up procedure handles a failed leg (precise answer).
             if session.msrp is not None and not session.msrp.closed:

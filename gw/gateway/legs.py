@@ -120,6 +120,7 @@ class MsrpLegs:
             chunk_size=s.chunk_size,
             max_message_size=s.max_page_message_size,
             transaction_timeout=s.msrp_transaction_timeout,
+            report_bound=True,  # the gateway counts legs not bound yet (answering.Unbound)
         )
 
     def answer(

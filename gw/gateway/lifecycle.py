@@ -52,6 +52,8 @@ class Lifecycle:
         self.scan_count = 1000
         # When a record's deadline passes: the store's rule (SessionStore.deadline).
         self.deadline_of: Callable[[SessionRecord], float] = lambda rec: rec.last_message
+        # Called with each session as it leaves this node (`release`): bookkeeping by others.
+        self.on_release: list[Callable[[GwSession], None]] = []
 
     def end_session(
         self, key: str, reason: str, *, send_bye: bool = True, wait_bye: bool = True
@@ -160,6 +162,8 @@ class Lifecycle:
             self.ctx.out(CloseMsrp(handle, reason))
         session.invite = None
         self.ctx.table.remove(session)
+        for hook in self.on_release:
+            hook(session)
 
     def refresh(self, session: GwSession, *, page: bool) -> Procedure[bool]:
         """Push the session's deadline in the store for one side (`page`: page-mode side).

@@ -99,6 +99,9 @@ class GwSession:
     # MSRP messages waiting for that refresh, in arrival order; None when none waits
     to_page_waiting: deque[MessageReceived] | None = None
     sink: Callable[[GwSession, SessionEvent], None] | None = None  # the gateway's handler
+    # An answered session whose MSRP leg no connection carries yet: the source address of
+    # its INVITE (gw.gateway.answering.Unbound counts them); None once bound or ended.
+    unbound_from: str | None = None
 
     def transition(self, new: SessionState) -> None:
         """Change state as `gw.gateway.state.TRANSITIONS` allows (IllegalTransition)."""

@@ -37,6 +37,10 @@ class GatewaySettings:
     msrp_transaction_timeout: float = 30.0
     forward_timeout: float = 12.0  # waiting for a peer node's answer (at least delivery+1)
     bye_timeout: float = 32.0  # a BYE's answer (64*T1)
+    # Answered sessions whose MSRP leg is not bound yet, per INVITE source address, and how
+    # long one may stay so (gw.gateway.answering.Unbound)
+    max_unbound_per_source: int = 64
+    bind_timeout: float = 32.0
     # Hosts our INVITEs and MESSAGEs may go to (gw.gateway.destinations); empty: any
     allowed_destinations: list[str] = field(default_factory=list)
 

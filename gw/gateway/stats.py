@@ -41,6 +41,7 @@ class GatewayStats:
     queue_full: int = 0  # 503 Queue Full
     store_errors: int = 0
     destinations_refused: int = 0  # 403: not in gateway.allowed_destinations
+    unbound_refused: int = 0  # 503: a source's answered-but-unbound sessions at the cap
     msrp_input_paused: int = 0
     msrp_reports_ignored: int = 0
     sessions_created: Counter[str] = field(default_factory=Counter)  # by origin

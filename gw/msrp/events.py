@@ -18,6 +18,7 @@ __all__ = [
     "Outcome",
     "ReportIgnored",
     "RequestRejected",
+    "SessionBound",
     "SessionClosed",
     "SessionEvent",
     "UnmatchedResponse",
@@ -104,6 +105,11 @@ class UnmatchedResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionBound:
+    """The session is carried by a connection now: the peer (or we) can send in it."""
+
+
+@dataclass(frozen=True, slots=True)
 class SessionClosed:
     """The session ended; pending outgoing messages have failed."""
 
@@ -120,5 +126,6 @@ SessionEvent = (
     | IncomingExpired
     | RequestRejected
     | ReportIgnored
+    | SessionBound
     | SessionClosed
 )

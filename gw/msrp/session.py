@@ -28,6 +28,7 @@ from gw.msrp.events import (
     Outcome,
     ReportIgnored,
     RequestRejected,
+    SessionBound,
     SessionClosed,
     SessionEvent,
 )
@@ -109,6 +110,7 @@ class MsrpSession:
         "peer_accept_types",
         "peer_max_size",
         "peer_path",
+        "report_bound",
         "report_timeout",
         "session_id",
         "transaction_timeout",
@@ -131,6 +133,7 @@ class MsrpSession:
         direction: str = "sendrecv",
         auto_success_report: bool = False,
         reassembly_budget: ReassemblyBudget | None = None,
+        report_bound: bool = False,
     ) -> None:
         self.local_uri = local_uri if isinstance(local_uri, MsrpUri) else parse_msrp_uri(local_uri)
         if not self.local_uri.session_id:
@@ -163,6 +166,7 @@ class MsrpSession:
         self._max_message_size = max_message_size
         self._incomplete_timeout = incomplete_timeout
         self._budget = reassembly_budget
+        self.report_bound = report_bound  # emit SessionBound when a connection carries it
         # Created on first use, dropped when empty (see the class docstring):
         self._reassembler: Reassembler | None = None  # kept once created: it remembers ids
         self._control: deque[Frame] | None = None  # responses, REPORTs, aborts: sent first
@@ -662,6 +666,8 @@ class MsrpSession:
     def bind(self, connection: object, *, send_empty: bool) -> OutgoingMessage | None:
         """Attach to a connection; the side that opened it sends an empty SEND first."""
         self.connection = connection
+        if self.report_bound:
+            self._emit(SessionBound())
         return self.send_empty(first=True) if send_empty else None
 
     def connection_lost(self, reason: str = "connection lost") -> None:

@@ -20,6 +20,7 @@ from gw.msrp.events import (
     MessageDelivered,
     MessageFailed,
     MessageReceived,
+    SessionBound,
     SessionClosed,
 )
 from gw.sip.message import Response
@@ -650,3 +651,44 @@ def test_an_invite_whose_messages_would_go_to_a_host_not_allowed_is_refused_403(
     assert (txn.status, txn.answers[-1].reason) == (403, "Destination Not Allowed")
     assert not world.store and not world.legs.opened
     assert world.core.ctx.stats.destinations_refused == 1
+
+
+# -- answered sessions whose MSRP leg never binds (issue 16 §2) ----------------------------
+
+
+def invite_from(world: World, user: str) -> Any:
+    invite = sip_request(
+        "INVITE",
+        frm=f"sip:{user}@msrp.example",
+        to="sip:alice@page.example",
+        body=msrp_offer(path=f"msrp://10.0.0.2:7777/{user};tcp"),
+        content_type="application/sdp",
+        call_id=f"inv-{user}",
+    )
+    return world.request(invite)
+
+
+def test_a_source_holds_at_most_max_unbound_per_source_sessions_not_bound_yet() -> None:
+    world = World(max_unbound_per_source=2, retry_after=9)
+    assert [invite_from(world, u).status for u in ("u1", "u2")] == [200, 200]
+    third = invite_from(world, "u3")
+    assert (third.status, third.answers[-1].reason) == (503, "Too Many Session Setups")
+    assert headers(third)["Retry-After"] == "9"
+    assert world.core.ctx.stats.unbound_refused == 1
+    world.msrp_event(world.session("alice@page.example-u1@msrp.example"), SessionBound())
+    assert invite_from(world, "u4").status == 200, "a bound leg makes room"
+
+
+def test_a_leg_not_bound_within_bind_timeout_ends_its_session() -> None:
+    world = World(bind_timeout=30.0)
+    invite_from(world, "never")
+    invite_from(world, "bound")
+    never = world.session("alice@page.example-never@msrp.example")
+    bound = world.session("alice@page.example-bound@msrp.example")
+    world.msrp_event(bound, SessionBound())
+    world.advance(29.0)
+    assert never.state is SessionState.ACTIVE
+    world.advance(2.0)
+    assert never.state is SessionState.ENDED and bound.state is SessionState.ACTIVE
+    assert world.core.ctx.stats.sessions_ended["msrp_not_connected"] == 1
+    assert world.of(c.Bye) and "alice@page.example-never@msrp.example" not in world.store

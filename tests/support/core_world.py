@@ -244,6 +244,7 @@ class World:
         # BYEs park until `answer_bye` when set (a peer gone silent: 64*T1 on the wire).
         self.byes_wait = False
         self.byes: list[tuple[c.Procedure[Any], c.Bye]] = []
+        self.sleepers: list[tuple[float, c.Procedure[Any]]] = []  # Sleep > 0.1 s: until then
         self._waiting: dict[Pending, list[c.Procedure[Any]]] = {}
         self._ready: deque[tuple[c.Procedure[Any], Any, BaseException | None]] = deque()
 
@@ -280,6 +281,9 @@ class World:
             if when <= self.clock.now:
                 del self.timers[pending]
                 self.core.delivery_timeout(pending, session)
+        due = [p for when, p in self.sleepers if when <= self.clock.now]
+        self.sleepers = [(w, p) for w, p in self.sleepers if w > self.clock.now]
+        self._ready.extend((p, None, None) for p in due)
         self.run()
 
     def answer_bye(self, index: int = 0) -> None:
@@ -440,6 +444,9 @@ class World:
                     self.byes.append((procedure, step))
                     raise Parked
                 return None
+            case c.Sleep(seconds) if seconds > 0.1:  # a timeout: runs on the fake clock
+                self.sleepers.append((self.clock.now + seconds, procedure))
+                raise Parked
             case c.Cancel() | c.Connect() | c.Sleep():
                 return None
             case c.PublishNow(name, data):
