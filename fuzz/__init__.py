@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing of every wire parser (atheris); see docs/security.md."""
