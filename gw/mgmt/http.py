@@ -88,7 +88,7 @@ class MgmtServer:
         self._conns: set[asyncio.Task[None]] = set()
         # Connections waiting for a request head, oldest first: at the connection cap the
         # oldest of them makes room, so idle clients can never lock out a probe.
-        self._waiting: dict[asyncio.Task[None], None] = {}
+        self._waiting: dict[asyncio.StreamWriter, None] = {}
         self.evicted = 0  # idle connections closed to make room
         self._evict_log = Throttle()
         self.route("GET", "/healthz", self._healthz)
@@ -131,7 +131,7 @@ class MgmtServer:
                 await self._send(writer, text_reply(503, "too many connections"), False, False)
                 return
             wait = self.limits.read_timeout
-            while await self._one(reader, writer, wait, task):
+            while await self._one(reader, writer, wait):
                 wait = self.limits.idle_timeout
         except (ConnectionError, TimeoutError):
             pass
@@ -139,7 +139,7 @@ class MgmtServer:
             _log.exception("management connection failed")
         finally:
             self._conns.discard(task)
-            self._waiting.pop(task, None)
+            self._waiting.pop(writer, None)
             writer.close()
             with suppress(Exception):
                 async with asyncio.timeout(1.0):
@@ -150,7 +150,9 @@ class MgmtServer:
         must never queue behind, or be refused by, idle clients); False if none waits."""
         for victim in self._waiting:
             del self._waiting[victim]
-            victim.cancel()
+            # Closed, not its task cancelled: its read sees the end and the task ends as
+            # for any client that leaves (a cancelled one is logged with a traceback).
+            victim.transport.abort()
             self.evicted += 1
             left_out = self._evict_log.ready()
             if left_out is not None:
@@ -163,19 +165,15 @@ class MgmtServer:
         return False
 
     async def _one(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        wait: float,
-        task: asyncio.Task[None],
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, wait: float
     ) -> bool:
         """Serve one request; True to keep the connection for another."""
         try:
-            self._waiting[task] = None
+            self._waiting[writer] = None
             try:
                 head = await read_head(reader, self.limits, wait)
             finally:
-                self._waiting.pop(task, None)
+                self._waiting.pop(writer, None)
             if head is None:
                 return False
             await self._expect(writer, head)
