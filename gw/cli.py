@@ -76,13 +76,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "events":
         return _events(args, cfg)
     setup_logging(cfg.log.level, cfg.log.format, cfg.node.id)
+    from redis.exceptions import RedisError
+
     from gw.node import run_loop, run_node
 
     try:
         return run_loop(run_node(cfg), cfg.node.loop)
-    except OSError as exc:
-        print(f"msrp-gw: cannot start: {exc}", file=sys.stderr)
-        return 1
+    except RedisError as exc:  # before the node serves anything: no traceback, one line
+        where = _redacted(cfg.store.url) if cfg.store.url else "the embedded store"
+        return _fail(f"cannot start: {where} is unreachable: {_reason(exc)}", EXIT_UNREACHABLE)
+    except OSError as exc:  # a port taken, a file missing: the reason names it
+        return _fail(f"cannot start: {_reason(exc)}", EXIT_FAILED)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's text, never empty (a bare TimeoutError has none)."""
+    text = str(exc).strip()
+    if isinstance(exc, TimeoutError) and not text:
+        return "timed out"
+    return text or type(exc).__name__
+
+
+def _redacted(url: str) -> str:
+    """`url` without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hosts}"
 
 
 def _fail(message: str, code: int) -> int:

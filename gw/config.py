@@ -7,13 +7,14 @@ refused at start with one line naming the key (`ConfigError`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import socket
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,6 @@ class MsrpSection:
     chunk_size: int = 2048
     max_chunk_size: int = 1048576
     max_reassembly_bytes: int = 67108864  # incomplete incoming messages, all sessions
-    max_message_size: int = 10485760
     transaction_timeout: float = 30.0
     relay: str = ""  # RFC 4976 relay, msrp[s]://host[:port];tcp; empty: none
     relay_user: str = ""
@@ -261,7 +261,76 @@ class Config:
             raise ConfigError("node.loop must be auto, uvloop or asyncio")
         if self.log.level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("log.level must be debug, info, warning or error")
+        if self.log.format not in ("auto", "json", "text"):
+            raise ConfigError(f"log.format must be auto, json or text, got {self.log.format!r}")
+        if g.retry_after < 0:
+            raise ConfigError(f"gateway.retry_after must be >= 0 seconds, got {g.retry_after}")
+        if g.max_page_message_size <= 0:
+            raise ConfigError(
+                f"gateway.max_page_message_size must be > 0, got {g.max_page_message_size}"
+            )
+        self._check_types()
+        self._check_advertised()
+        self._check_files()
+        self._check_store_url()
+        self._check_hook()
         self._check_destinations()
+
+    def _check_types(self) -> None:
+        from gw.mime import parse_mime
+
+        for name in ("content_types", "accept_wrapped_types"):
+            for item in getattr(self.gateway, name).replace(",", " ").split():
+                if parse_mime(item) is None:
+                    raise ConfigError(
+                        f"gateway.{name}: {item!r} is not a MIME type (type/subtype, or *)"
+                    )
+
+    def _check_advertised(self) -> None:
+        """A wildcard listener has no address peers can reach: SDP would say 0.0.0.0."""
+        from gw.sip.transport import parse_listen
+
+        if self.sip.advertised_host:
+            return
+        hosts = [parse_listen(i).host for i in self.sip.listen]
+        hosts.append(parse_msrp_listen(self.msrp.listen)[1])
+        wild = [h for h in hosts if h in ("0.0.0.0", "::")]
+        if wild:
+            raise ConfigError(
+                f"a listener binds {wild[0]} and sip.advertised_host is empty: Via, Contact and "
+                "the SDP would advertise that address; set sip.advertised_host to the address "
+                "peers reach this node at"
+            )
+
+    def _check_files(self) -> None:
+        for name in ("cert_file", "key_file", "ca_file"):
+            path = getattr(self.tls, name)
+            if path and not os.access(path, os.R_OK):
+                why = "does not exist" if not os.path.exists(path) else "is not readable"
+                raise ConfigError(f"tls.{name}: {path!r} {why}")
+
+    def _check_store_url(self) -> None:
+        if not self.store.url:
+            return
+        from gw.store.client import connect
+
+        try:
+            connect(self.store.url)  # parses the URL; no I/O until a command is sent
+        except ValueError as exc:
+            raise ConfigError(f"store.url: {exc}") from None
+
+    def _check_hook(self) -> None:
+        """The routing hook imports and is callable (`run` would load it at start)."""
+        spec = self.gateway.routing_hook
+        if not spec:
+            return
+        from gw.gateway.policy import load_hook
+
+        try:
+            load_hook(spec)
+        except Exception as exc:  # an import runs the user's module: whatever it raises
+            detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            raise ConfigError(f"gateway.routing_hook: cannot load {spec!r}: {detail}") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -358,15 +427,42 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     raise ConfigError(f"{key}: unsupported type")
 
 
+_REMOVED = {
+    "msrp.max_message_size": "removed: gateway.max_page_message_size bounds MSRP messages",
+}
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _apply(cfg: Config, section: str, key: str, value: Any, source: str) -> None:
     sec_fields = {f.name: f for f in dataclasses.fields(Config)}
     if section not in sec_fields:
-        raise ConfigError(f"{source}: unknown section [{section}]")
+        hint = _did_you_mean(section, sec_fields)
+        raise ConfigError(f"{source}: unknown section [{section}]{hint}")
     sec = getattr(cfg, section)
     hints = typing.get_type_hints(type(sec))
     if key not in hints:
-        raise ConfigError(f"{source}: unknown key {section}.{key}")
+        removed = _REMOVED.get(f"{section}.{key}")
+        if removed:
+            raise ConfigError(f"{source}: {section}.{key} was {removed}")
+        hint = _did_you_mean(key, hints)
+        raise ConfigError(f"{source}: unknown key {section}.{key}{hint}")
     setattr(sec, key, _coerce(f"{section}.{key}", value, hints[key]))
+
+
+def _env_typo(name: str) -> None:
+    """MSRPGW_GATEWAY_HASH_SIZE (one underscore) would be silently ignored: say so."""
+    rest = name[len("MSRPGW_") :].lower()
+    for section in dataclasses.fields(Config):
+        prefix = section.name + "_"
+        if rest.startswith(prefix) and rest[len(prefix) :]:
+            key = rest[len(prefix) :]
+            if key in typing.get_type_hints(type(getattr(Config(), section.name))):
+                right = f"MSRPGW_{section.name.upper()}__{key.upper()}"
+                raise ConfigError(f"{name} is not read: did you mean {right}?")
 
 
 def load_config(
@@ -387,7 +483,10 @@ def load_config(
                 _apply(cfg, section, key, value, str(path))
     env = os.environ if env is None else env
     for name, value in env.items():
-        if not name.startswith("MSRPGW_") or "__" not in name:
+        if not name.startswith("MSRPGW_"):
+            continue
+        if "__" not in name:
+            _env_typo(name)
             continue
         section, _, key = name[len("MSRPGW_") :].partition("__")
         _apply(cfg, section.lower(), key.lower(), value, name)

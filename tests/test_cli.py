@@ -25,9 +25,15 @@ from tests.support.node import GatewayProcess
 from tests.support.redis_server import RedisServer
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gw.cli", *args], capture_output=True, text=True, env=env, timeout=30
+        [sys.executable, "-m", "gw.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -275,3 +281,43 @@ def test_one_very_long_key_does_not_widen_every_row() -> None:
     assert lines[2].split()[0] == "k" * 59 + "…"
     col = lines[0].index("STATE")
     assert lines[1][col:].startswith("active") and lines[2][col:].startswith("active")
+
+
+def test_run_with_the_store_unreachable_says_so_in_one_line_and_exits_3(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Issue 15: a 60-line traceback before; now one line with the (redacted) store URL."""
+    env = cli_env(
+        tmp_path,
+        MSRPGW_STORE__URL="redis://admin:s3cret@127.0.0.1:1/0",
+        MSRPGW_LOG__LEVEL="error",
+        MSRPGW_SIP__LISTEN="udp:127.0.0.1:0",
+        MSRPGW_MSRP__LISTEN="msrp://127.0.0.1:0;tcp",
+        MSRPGW_MGMT__LISTEN="127.0.0.1:0",
+    )
+    out = run_cli("run", env=env, timeout=90)  # redis-py retries the connect first
+    assert out.returncode == 3, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "msrp-gw: cannot start: redis://admin:***@127.0.0.1:1/0 is unreachable: "
+        "Error 111 connecting to 127.0.0.1:1. Connection refused."
+    ]
+
+
+def test_run_with_a_port_taken_names_it_and_exits_1(tmp_path: pathlib.Path) -> None:
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        env = cli_env(
+            tmp_path,
+            MSRPGW_LOG__LEVEL="error",
+            MSRPGW_SIP__LISTEN=f"udp:127.0.0.1:{port}",
+            MSRPGW_MSRP__LISTEN="msrp://127.0.0.1:0;tcp",
+            MSRPGW_MGMT__LISTEN="127.0.0.1:0",
+        )
+        out = run_cli("run", env=env, timeout=90)  # the embedded store starts first
+    finally:
+        taken.close()
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr and str(port) in out.stderr
+    assert out.stderr.startswith("msrp-gw: cannot start: ")

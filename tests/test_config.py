@@ -63,6 +63,7 @@ def test_toml_sets_every_type(tmp_path: Path) -> None:
 id = "gw7"
 [sip]
 listen = ["udp:0.0.0.0:5062", "tcp:[::1]:5062"]
+advertised_host = "192.0.2.10"
 t1 = 0.25
 t2 = 2
 [gateway]
@@ -147,12 +148,23 @@ def test_env_section_and_key_are_case_insensitive() -> None:
 # -- unknown names ----------------------------------------------------------------------------
 def test_unknown_toml_section_is_refused(tmp_path: Path) -> None:
     text = refused(toml=write(tmp_path, "[gatway]\nhash_size = 3\n"))
-    assert "[gatway]" in text and "gw.toml" in text
+    assert "[gatway]" in text and "gw.toml" in text and "did you mean gateway?" in text
 
 
 def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
     text = refused(toml=write(tmp_path, "[gateway]\nhash_sise = 3\n"))
-    assert "gateway.hash_sise" in text
+    assert "gateway.hash_sise" in text and "did you mean hash_size?" in text
+
+
+def test_a_removed_key_says_what_replaced_it(tmp_path: Path) -> None:
+    text = refused(toml=write(tmp_path, "[msrp]\nmax_message_size = 0\n"))
+    assert "msrp.max_message_size was removed" in text and "max_page_message_size" in text
+
+
+def test_an_env_name_with_one_underscore_is_not_ignored() -> None:
+    text = refused({"MSRPGW_GATEWAY_HASH_SIZE": "12"})
+    assert text == "MSRPGW_GATEWAY_HASH_SIZE is not read: did you mean MSRPGW_GATEWAY__HASH_SIZE?"
+    load_config(env={"MSRPGW_VENV": "/opt/venv"})  # not a setting's name: left alone
 
 
 def test_unknown_env_section_and_key_are_refused() -> None:
@@ -222,7 +234,10 @@ def test_toml_integral_float_for_int_is_taken(tmp_path: Path) -> None:
         ({"MSRPGW_MGMT__LISTEN": "0.0.0.0:8080", "MSRPGW_MGMT__TOKEN": "   "}, "mgmt.token"),
         ({"MSRPGW_MGMT__TOKEN": " secret"}, "mgmt.token"),
         ({"MSRPGW_MGMT__TOKEN": "se\tcret"}, "mgmt.token"),
-        ({"MSRPGW_SIP__LISTEN": "udp:0.0.0.0:5060"}, "gateway.allowed_destinations"),
+        (
+            {"MSRPGW_SIP__LISTEN": "udp:0.0.0.0:5060", "MSRPGW_SIP__ADVERTISED_HOST": "192.0.2.1"},
+            "gateway.allowed_destinations",
+        ),
         ({"MSRPGW_SIP__LISTEN": "tcp:[2001:db8::1]:5060"}, "sip.outbound_proxy"),
         ({"MSRPGW_GATEWAY__ALLOWED_DESTINATIONS": "10.0.0.0/33"}, "gateway.allowed_destinations"),
         ({"MSRPGW_GATEWAY__ALLOWED_DESTINATIONS": "bad host!"}, "gateway.allowed_destinations"),
@@ -262,6 +277,17 @@ def test_toml_integral_float_for_int_is_taken(tmp_path: Path) -> None:
         ({"MSRPGW_MSRP__CHUNK_SIZE": "0"}, "msrp.chunk_size"),
         ({"MSRPGW_MSRP__CHUNK_SIZE": "4096", "MSRPGW_MSRP__MAX_CHUNK_SIZE": "1024"}, "chunk_size"),
         ({"MSRPGW_LOG__LEVEL": "verbose"}, "log.level"),
+        # issue 15 §1: what check-config used to accept and `run` died on
+        ({"MSRPGW_GATEWAY__RETRY_AFTER": "-5"}, "gateway.retry_after must be >= 0"),
+        ({"MSRPGW_GATEWAY__MAX_PAGE_MESSAGE_SIZE": "-1"}, "gateway.max_page_message_size"),
+        ({"MSRPGW_LOG__FORMAT": "yaml"}, "log.format must be auto, json or text"),
+        ({"MSRPGW_GATEWAY__CONTENT_TYPES": "text/plain, garbage"}, "'garbage' is not a MIME"),
+        ({"MSRPGW_STORE__URL": "mysql://x"}, "store.url: store URL must start with"),
+        ({"MSRPGW_TLS__CERT_FILE": "/nonexistent/c.pem"}, "tls.cert_file: '/nonexistent"),
+        ({"MSRPGW_GATEWAY__ROUTING_HOOK": "no_such_mod:decide"}, "gateway.routing_hook: cannot"),
+        ({"MSRPGW_GATEWAY__ROUTING_HOOK": "json:no_such"}, "AttributeError"),
+        ({"MSRPGW_SIP__LISTEN": "udp:0.0.0.0:5060"}, "sip.advertised_host"),
+        ({"MSRPGW_MSRP__LISTEN": "msrp://0.0.0.0:2855;tcp"}, "sip.advertised_host"),
     ],
 )
 def test_validation_names_the_key(env: dict[str, str], key: str) -> None:
@@ -278,6 +304,7 @@ def test_session_timeout_below_message_timeout_says_the_values() -> None:
 
 def test_validation_accepts_the_edges(tmp_path: Path) -> None:
     cert = tmp_path / "c.pem"
+    cert.write_text("checked for existence only; run loads it")
     cfg = load_config(
         env={
             "MSRPGW_GATEWAY__SESSION_TIMEOUT": "300",
@@ -310,3 +337,29 @@ def test_validation_accepts_the_edges(tmp_path: Path) -> None:
 )
 def test_overload_limits_are_validated(env: dict[str, str], key: str) -> None:
     assert key in refused(env)
+
+
+# -- the reference stays whole (issue 15 §1) ---------------------------------------------------
+def test_every_setting_is_documented_in_its_section_and_the_complete_example() -> None:
+    import dataclasses
+    import re
+    import tomllib
+
+    from gw.config import Config
+
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    example = tomllib.loads(
+        doc.split("## Complete example", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    )
+    missing = []
+    for section in dataclasses.fields(Config):
+        part = doc.split(f"### `[{section.name}]`", 1)
+        assert len(part) == 2, f"no [{section.name}] section in configuration.md"
+        table = part[1].split("\n### ", 1)[0]
+        keys = set(re.findall(r"^\| `([a-z_0-9]+)` \|", table, re.M))
+        for name in (f.name for f in dataclasses.fields(getattr(Config(), section.name))):
+            if name not in keys:
+                missing.append(f"{section.name}.{name} (table)")
+            if name not in example.get(section.name, {}):
+                missing.append(f"{section.name}.{name} (complete example)")
+    assert not missing, f"undocumented in docs/configuration.md: {missing}"

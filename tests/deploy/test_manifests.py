@@ -271,9 +271,14 @@ def test_image_config_file_needs_a_token_off_loopback() -> None:
     with pytest.raises(ConfigError, match=r"mgmt\.token"):
         load_config(DEPLOY / "gw.toml", env={})
     # and its SIP listeners are not loopback: where requests may go is a required choice
-    with pytest.raises(ConfigError, match=r"gateway\.allowed_destinations"):
+    # its listeners bind the wildcard: the advertised address is a required choice
+    with pytest.raises(ConfigError, match=r"sip\.advertised_host"):
         load_config(DEPLOY / "gw.toml", env={"MSRPGW_MGMT__TOKEN": "t"})
-    chosen = {"MSRPGW_MGMT__TOKEN": "t", "MSRPGW_SIP__OUTBOUND_PROXY": "sip:proxy:5060;lr"}
+    # and they are not loopback: where requests may go is a required choice too
+    placed = {"MSRPGW_MGMT__TOKEN": "t", "MSRPGW_SIP__ADVERTISED_HOST": "192.0.2.7"}
+    with pytest.raises(ConfigError, match=r"gateway\.allowed_destinations"):
+        load_config(DEPLOY / "gw.toml", env=placed)
+    chosen = {**placed, "MSRPGW_SIP__OUTBOUND_PROXY": "sip:proxy:5060;lr"}
     cfg = load_config(DEPLOY / "gw.toml", env=chosen)
     data = tomllib.loads((DEPLOY / "gw.toml").read_text())
     assert cfg.node.state_dir == data["node"]["state_dir"] == "/var/lib/msrp-gw"

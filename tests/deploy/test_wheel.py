@@ -62,6 +62,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         "PATH": str(venv / "bin"),
         "MSRPGW_MGMT__TOKEN": "t",
         "MSRPGW_GATEWAY__ALLOWED_DESTINATIONS": "10.0.0.0/8",
+        "MSRPGW_SIP__ADVERTISED_HOST": "192.0.2.7",
     }
     checked = run(
         [msrp_gw, "check-config", "--config", str(DEPLOY / "gw.toml")], cwd=tmp_path, env=env
