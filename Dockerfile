@@ -20,7 +20,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY gw ./gw
 
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \

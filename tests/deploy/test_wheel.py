@@ -41,6 +41,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         names = zf.namelist()
         entry_points = zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "gw/py.typed" in names and "gw/cli.py" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "the license ships"
     assert not any(n.startswith("tests/") for n in names), "tests stay out of the wheel"
     assert "msrp-gw = gw.cli:main" in entry_points
 
