@@ -371,10 +371,10 @@ class Node:
         watch = self.fds = FdWatch(soft_limit)
         metrics = self.mgmt.metrics
         metrics.callback(
-            "msrpgw_open_fds", "Open file descriptors (sockets included).", lambda: watch.in_use
+            "process_open_fds", "Number of open file descriptors.", lambda: watch.in_use
         )
         metrics.callback(
-            "msrpgw_max_fds", "The open-files soft limit (RLIMIT_NOFILE).", lambda: watch.soft
+            "process_max_fds", "Maximum number of open file descriptors.", lambda: watch.soft
         )
         metrics.callback(
             "msrpgw_fds_near_limit_total",

@@ -17,6 +17,7 @@ from gw.gateway.engine import Gateway
 from gw.gateway.stats import Direction
 from gw.mgmt.metrics import Registry
 from gw.msrp.endpoint import MsrpEndpoint
+from gw.process_metrics import register_process_metrics
 from gw.sip.endpoint import SipEndpoint
 from gw.store.client import StoreClient
 
@@ -171,6 +172,12 @@ def register_metrics(
         "MSRP chunks answered 413 because msrp.max_reassembly_bytes was reached.",
         lambda: float(budget.refused),
         kind="counter",
+    )
+    register_process_metrics(reg)
+    reg.callback(
+        "msrpgw_msrp_connections",
+        "Open MSRP connections (inbound, outbound, and to the relay).",
+        lambda: float(len(msrp.connections)),
     )
     streams = sip.transports
     reg.callback(

@@ -32,8 +32,8 @@ def test_the_soft_limit_is_raised_to_the_hard_one_at_start_and_logged() -> None:
     node.start()
     try:
         assert "open files limit: 2048 (was 256, hard limit 2048)" in node.output()
-        assert metric(node, "msrpgw_max_fds") == 2048
-        assert 0 < metric(node, "msrpgw_open_fds") < 256
+        assert metric(node, "process_max_fds") == 2048
+        assert 0 < metric(node, "process_open_fds") < 256
     finally:
         assert node.stop() == 0
 
@@ -43,7 +43,7 @@ def test_near_the_limit_the_node_logs_and_counts() -> None:
     node.start()
     conns: list[socket.socket] = []
     try:
-        baseline = metric(node, "msrpgw_open_fds")
+        baseline = metric(node, "process_open_fds")
         for _ in range(int(95 - baseline)):  # past 90 %, with room for the scrape itself
             conns.append(socket.create_connection(node.sip("tcp"), timeout=2))
         deadline = time.monotonic() + 5

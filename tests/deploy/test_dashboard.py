@@ -38,7 +38,8 @@ def panels(dash: dict[str, Any]) -> list[dict[str, Any]]:
 def queried_series(dash: dict[str, Any]) -> set[str]:
     exprs = [t["expr"] for p in panels(dash) for t in p.get("targets", [])]
     variables = [v["definition"] for v in dash["templating"]["list"] if v.get("definition")]
-    return {name for text in exprs + variables for name in re.findall(r"\bmsrpgw_\w+", text)}
+    pattern = r"\b(?:msrpgw|process|python)_\w+"  # ours, and the standard process families
+    return {name for text in exprs + variables for name in re.findall(pattern, text)}
 
 
 def test_dashboard_structure() -> None:
