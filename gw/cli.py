@@ -1,4 +1,5 @@
-"""The `msrp-gw` command."""
+"""msrp-gw: a gateway between page-mode (SIP MESSAGE) and session-mode (MSRP) instant
+messaging. One command runs a node, checks a config, and drives running nodes."""
 
 from __future__ import annotations
 
@@ -25,10 +26,17 @@ EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="msrp-gw", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="msrp-gw",
+        description=__doc__,
+        epilog="Every command takes --config FILE, before or after its name; settings can also "
+        "come from MSRPGW_<SECTION>__<KEY> environment variables (docs/configuration.md).",
+    )
     parser.add_argument("--version", action="version", version=f"msrp-gw {__version__}")
+    parser.add_argument("--config", "-c", default=None, help="TOML config file")
     config = argparse.ArgumentParser(add_help=False)
-    config.add_argument("--config", "-c", help="TOML config file")
+    # SUPPRESS: given after the command it wins, absent it leaves the one given before
+    config.add_argument("--config", "-c", default=argparse.SUPPRESS, help="TOML config file")
     mi = argparse.ArgumentParser(add_help=False)
     mi.add_argument(
         "--url",
@@ -36,24 +44,56 @@ def _parser() -> argparse.ArgumentParser:
         "(default: from mgmt.listen, or the running node's ready.json when its port is 0)",
     )
     mi.add_argument("--token", help="bearer token for the management API (default: mgmt.token)")
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument(
+        "--store-url",
+        help="Redis URL (default: store.url, or the running node's embedded store)",
+    )
 
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", parents=[config], help="start a gateway node")
-    sub.add_parser("check-config", parents=[config], help="validate the configuration and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser(
+        "run",
+        parents=[config],
+        help="start a gateway node (SIP, MSRP and management listeners; SIGTERM drains it)",
+    )
+    sub.add_parser(
+        "check-config",
+        parents=[config],
+        help="validate the configuration as `run` would, print 'config ok' or one line saying "
+        "what is wrong (exit 2)",
+    )
 
-    sessions = sub.add_parser("sessions", help="list or end sessions (through the MI API)")
+    sessions = sub.add_parser(
+        "sessions", help="list or end sessions, through a node's management API (MI)"
+    )
     actions = sessions.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", parents=[config, mi], help="list the sessions")
     listing.add_argument("--json", action="store_true", help="print the MI reply as JSON")
     end = actions.add_parser("end", parents=[config, mi], help="end a session (BYE, record gone)")
     end.add_argument("key", help="the session key, as `sessions list` shows it")
 
-    events = sub.add_parser(
-        "events", parents=[config], help="print the event stream, one JSON envelope a line"
+    call = sub.add_parser(
+        "mi",
+        parents=[config, mi],
+        help="call any MI command and print its JSON reply (as `opensips-cli -x mi` does)",
     )
-    events.add_argument(
-        "--store-url",
-        help="Redis URL (default: store.url, or the running node's embedded store)",
+    call.add_argument("mi_command", metavar="command", help="e.g. msrp_gw_list_sessions, which")
+    call.add_argument(
+        "params",
+        nargs="*",
+        help="positional parameters, or name=value pairs for named ones",
+    )
+
+    sub.add_parser(
+        "nodes",
+        parents=[config, store],
+        help="list the live nodes of the cluster (their heartbeats in the store)",
+    )
+
+    events = sub.add_parser(
+        "events",
+        parents=[config, store],
+        help="print the event stream (E_MSRP_GW_*), one JSON envelope a line",
     )
     events.add_argument(
         "--count", type=int, default=0, help="exit after this many events (default: never)"
@@ -75,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         return _sessions(args, cfg)
     if args.command == "events":
         return _events(args, cfg)
+    if args.command == "mi":
+        return _mi(args, cfg)
+    if args.command == "nodes":
+        return _nodes(args, cfg)
     setup_logging(cfg.log.level, cfg.log.format, cfg.node.id)
     from redis.exceptions import RedisError
 
@@ -253,6 +297,70 @@ def _store_url(args: argparse.Namespace, cfg: Config) -> str:
         f"store.url is empty and there is no running node in {cfg.node.state_dir} "
         "(no ready.json with its embedded store): pass --store-url"
     )
+
+
+def _mi(args: argparse.Namespace, cfg: Config) -> int:
+    """Any MI command: positional parameters, or all name=value (named)."""
+    from gw.mgmt.client import MiCallError, MiClient, MiTransportError
+
+    try:
+        url = _mi_endpoint(args, cfg)
+    except _Usage as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    named = [p.partition("=") for p in args.params]
+    params: list[str] | dict[str, str] | None
+    if args.params and all(sep for _, sep, _ in named):
+        params = {name: value for name, _, value in named}
+    else:
+        params = list(args.params) or None
+    client = MiClient(url, args.token if args.token is not None else cfg.mgmt.token)
+    try:
+        result = client.call(args.mi_command, params)
+    except MiCallError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    except MiTransportError as exc:
+        return _fail(str(exc), EXIT_UNREACHABLE)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _nodes(args: argparse.Namespace, cfg: Config) -> int:
+    try:
+        url = _store_url(args, cfg)
+    except _Usage as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        nodes = asyncio.run(_list_nodes(url))
+    except ValueError as exc:
+        return _fail(f"bad store URL: {exc}", EXIT_USAGE)
+    except OSError as exc:
+        return _fail(f"store error: {_reason(exc)}", EXIT_UNREACHABLE)
+    if not nodes:
+        print("no live nodes")
+        return 0
+    now = time.time()
+    rows = [("NODE", "MSRP", "HEARTBEAT")]
+    for info in sorted(nodes, key=lambda n: str(n.get("node", ""))):
+        age = now - _number(info.get("ts"))
+        rows.append((str(info.get("node", "")), str(info.get("msrp", "")), f"{age:.1f}s ago"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+async def _list_nodes(url: str) -> list[dict[str, Any]]:
+    from redis.exceptions import RedisError
+
+    from gw.cluster.registry import NodeRegistry
+
+    redis = connect(url)
+    try:
+        return await NodeRegistry(redis, "cli").nodes()
+    except RedisError as exc:
+        raise OSError(_reason(exc)) from exc
+    finally:
+        await redis.aclose()
 
 
 def _events(args: argparse.Namespace, cfg: Config) -> int:

@@ -321,3 +321,51 @@ def test_run_with_a_port_taken_names_it_and_exits_1(tmp_path: pathlib.Path) -> N
     assert out.returncode == 1, out.stderr
     assert "Traceback" not in out.stderr and str(port) in out.stderr
     assert out.stderr.startswith("msrp-gw: cannot start: ")
+
+
+def test_config_is_taken_before_the_command_too(tmp_path: pathlib.Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[gateway]\nsession_timeout = 10\nmessage_timeout = 20\n")
+    for argv in (("-c", str(cfg), "check-config"), ("check-config", "--config", str(cfg))):
+        out = run_cli(*argv, env=cli_env(tmp_path))
+        assert out.returncode == 2 and "gateway.session_timeout" in out.stderr, argv
+    out = run_cli("--help")
+    assert "mi " in out.stdout and "nodes " in out.stdout and "before or after" in out.stdout
+
+
+async def test_mi_calls_any_command_with_positional_or_named_params(
+    mgmt_server: tuple[MgmtServer, dict[str, dict[str, Any]]], tmp_path: pathlib.Path
+) -> None:
+    srv, sessions = mgmt_server
+    env = cli_env(
+        tmp_path, MSRPGW_MGMT__LISTEN=f"127.0.0.1:{srv.port}", MSRPGW_MGMT__TOKEN="s3cret"
+    )
+    code, out, err = await run_cli_async("mi", "msrp_gw_list_sessions", env=env)
+    assert code == 0, err
+    assert json.loads(out) == {"Sessions": [SESSION]}
+    code, out, err = await run_cli_async("mi", "msrp_gw_end_session", "no-such-key", env=env)
+    assert (code, err) == (1, "msrp-gw: 404 Session doesn't exist\n")
+    code, out, err = await run_cli_async(
+        "mi", "msrp_gw_end_session", f"key={SESSION['key']}", env=env
+    )
+    assert (code, json.loads(out)) == (0, "OK") and sessions == {}
+    code, out, err = await run_cli_async("mi", "no_such_command", env=env)
+    assert code == 1 and "Method not found" in err
+
+
+def test_nodes_lists_the_live_nodes_of_the_store(tmp_path: pathlib.Path) -> None:
+    from tests.support.node import GatewayProcess
+
+    node = GatewayProcess(env={"MSRPGW_NODE__ID": "gw-listed"})
+    node.start()
+    try:
+        env = cli_env(tmp_path, MSRPGW_NODE__STATE_DIR=node.env["MSRPGW_NODE__STATE_DIR"])
+        out = run_cli("nodes", env=env, timeout=60)
+        assert out.returncode == 0, out.stderr
+        header, row = out.stdout.splitlines()
+        assert header.split() == ["NODE", "MSRP", "HEARTBEAT"]
+        assert row.split()[0] == "gw-listed" and row.split()[1].startswith("msrp://")
+    finally:
+        assert node.stop() == 0
+    out = run_cli("nodes", "--store-url", "mysql://x", env=cli_env(tmp_path))
+    assert out.returncode == 2 and "store URL" in out.stderr
