@@ -31,6 +31,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from gw.backoff import Outage
 from gw.cluster.messages import RpcReply, RpcRequest, decode_reply, encode_request
 from gw.store.client import (
     StoreClient,
@@ -92,6 +93,7 @@ class Rpc:
 
     async def _run(self) -> None:
         inbox = self.inbox(self.node_id)
+        outage = Outage("rpc inbox", log)
         while True:
             sub: Redis | None = None
             pubsub: PubSub | None = None
@@ -101,19 +103,20 @@ class Rpc:
                 pubsub = sub.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(inbox)
                 self._ready.set()
+                outage.recovered()
                 await self._pump(pubsub, inbox, home)
                 log.info("rpc inbox moved from %s; resubscribing", home)
             except (RedisError, OSError) as exc:
                 self._ready.clear()
-                log.warning("rpc inbox lost Redis (%s); resubscribing", exc)
+                delay = outage.failed(exc)
                 if isinstance(self.redis, RedisCluster):
                     with contextlib.suppress(Exception):
                         await refresh_topology(self.redis)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(delay)
             except Exception:  # a bug or a misconfigured client must not kill the inbox silently
                 self._ready.clear()
                 log.exception("rpc inbox failed; resubscribing")
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(outage.cap)
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):

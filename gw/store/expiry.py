@@ -146,12 +146,16 @@ class _Feed:
         return await retrying(self._subscribe_once)
 
     def _before_retry(self, state: Any) -> None:
-        log.warning(
-            "expiry listener cannot subscribe%s (attempt %d): %s",
-            self._where(),
-            state.attempt_number,
-            state.outcome.exception() if state.outcome else None,
-        )
+        error = state.outcome.exception() if state.outcome else None
+        if state.attempt_number == 1:  # one warning per outage; the tries after it are debug
+            log.warning("expiry listener cannot subscribe%s: %s; retrying", self._where(), error)
+        else:
+            log.debug(
+                "expiry listener still cannot subscribe%s (try %d): %s",
+                self._where(),
+                state.attempt_number,
+                error,
+            )
         self.listener._feed_changed(self, lost=True)
 
     async def _subscribe_once(self) -> PubSub:
