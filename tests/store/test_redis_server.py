@@ -99,3 +99,22 @@ def test_binary_server_when_no_env(monkeypatch: pytest.MonkeyPatch, binary: str)
 
 def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+def test_the_container_mode_is_an_explicit_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MSRPGW_TEST_REDIS=container asks for testcontainers (issue 15 §3): without a Docker
+    engine (as here) it says so, loudly in CI, rather than using another server."""
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("MSRPGW_TEST_REDIS", "container")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # not taken in this mode
+    with (
+        pytest.raises(pytest.fail.Exception, match="no Docker engine answers"),
+        redis_url_for_tests(),
+    ):
+        pass
+    monkeypatch.setenv("MSRPGW_TEST_REDIS", "docker")
+    with (
+        pytest.raises(pytest.fail.Exception, match="must be 'container' or 'binary'"),
+        redis_url_for_tests(),
+    ):
+        pass

