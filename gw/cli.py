@@ -84,6 +84,26 @@ def _parser() -> argparse.ArgumentParser:
         help="positional parameters, or name=value pairs for named ones",
     )
 
+    trying = sub.add_parser(
+        "try",
+        parents=[config],
+        help="send one message through a running node, both ways, with two users played here "
+        "(docs/tutorial.md)",
+    )
+    trying.add_argument(
+        "--gateway",
+        help="the node's SIP UDP address host:port (default: the first udp: of sip.listen, or "
+        "the running node's ready.json when its port is 0)",
+    )
+    trying.add_argument("--timeout", type=float, default=10.0, help="seconds per direction")
+    trying.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        help="seconds to keep both users up afterwards: the session stays (the node ends it "
+        "when the MSRP user's connection closes)",
+    )
+
     sub.add_parser(
         "nodes",
         parents=[config, store],
@@ -119,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return _mi(args, cfg)
     if args.command == "nodes":
         return _nodes(args, cfg)
+    if args.command == "try":
+        return _try(args, cfg)
     setup_logging(cfg.log.level, cfg.log.format, cfg.node.id)
     from redis.exceptions import RedisError
 
@@ -322,6 +344,33 @@ def _mi(args: argparse.Namespace, cfg: Config) -> int:
         return _fail(str(exc), EXIT_UNREACHABLE)
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
+
+
+def _try(args: argparse.Namespace, cfg: Config) -> int:
+    from gw.sip.transport import parse_listen
+    from gw.tools.try_it import run_try
+
+    target = args.gateway
+    if not target:
+        udp = [parse_listen(i) for i in cfg.sip.listen if i.lower().startswith("udp:")]
+        if not udp:
+            return _fail("sip.listen has no udp: listener: pass --gateway host:port", EXIT_USAGE)
+        host, port = udp[0].host, udp[0].port
+        if port == 0:
+            ready = _ready_info(cfg) or {}
+            found = [s for s in ready.get("sip", []) if isinstance(s, str) and s.startswith("udp:")]
+            if not found:
+                return _fail("sip.listen has port 0 and no node runs here: pass --gateway", 2)
+            _, host, text = found[0].rsplit(":", 2)
+            port = int(text)
+        target = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    host, _, port_text = target.rpartition(":")
+    if not host or not port_text.isdigit():
+        return _fail(f"--gateway must be host:port, got {target!r}", EXIT_USAGE)
+    try:
+        return asyncio.run(run_try((host.strip("[]"), int(port_text)), args.timeout, args.hold))
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C while holding
 
 
 def _nodes(args: argparse.Namespace, cfg: Config) -> int:

@@ -1,0 +1,1 @@
+"""Tools for people trying msrp-gw out (`msrp-gw try`)."""
