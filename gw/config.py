@@ -456,12 +456,12 @@ def _apply(cfg: Config, section: str, key: str, value: Any, source: str) -> None
 def _env_typo(name: str) -> None:
     """MSRPGW_GATEWAY_HASH_SIZE (one underscore) would be silently ignored: say so."""
     rest = name[len("MSRPGW_") :].lower()
-    for section in dataclasses.fields(Config):
-        prefix = section.name + "_"
+    for section, kind in typing.get_type_hints(Config).items():
+        prefix = section + "_"
         if rest.startswith(prefix) and rest[len(prefix) :]:
             key = rest[len(prefix) :]
-            if key in typing.get_type_hints(type(getattr(Config(), section.name))):
-                right = f"MSRPGW_{section.name.upper()}__{key.upper()}"
+            if key in typing.get_type_hints(kind):
+                right = f"MSRPGW_{section.upper()}__{key.upper()}"
                 raise ConfigError(f"{name} is not read: did you mean {right}?")
 
 

@@ -3,23 +3,13 @@ watched, and the node says so when it runs short."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import time
-import urllib.request
 
 import pytest
 
 from tests.support.node import GatewayProcess
-
-
-def metric(node: GatewayProcess, name: str) -> float:
-    with urllib.request.urlopen(f"http://{node.ready['mgmt']}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
-    found = re.search(rf"^{name} (\S+)$", text, re.M)
-    assert found, f"{name} not in /metrics"
-    return float(found.group(1))
 
 
 @pytest.fixture(autouse=True)
@@ -32,8 +22,8 @@ def test_the_soft_limit_is_raised_to_the_hard_one_at_start_and_logged() -> None:
     node.start()
     try:
         assert "open files limit: 2048 (was 256, hard limit 2048)" in node.output()
-        assert metric(node, "process_max_fds") == 2048
-        assert 0 < metric(node, "process_open_fds") < 256
+        assert node.metric("process_max_fds") == 2048
+        assert 0 < node.metric("process_open_fds") < 256
     finally:
         assert node.stop() == 0
 
@@ -43,13 +33,13 @@ def test_near_the_limit_the_node_logs_and_counts() -> None:
     node.start()
     conns: list[socket.socket] = []
     try:
-        baseline = metric(node, "process_open_fds")
+        baseline = node.metric("process_open_fds")
         for _ in range(int(95 - baseline)):  # past 90 %, with room for the scrape itself
             conns.append(socket.create_connection(node.sip("tcp"), timeout=2))
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and metric(node, "msrpgw_fds_near_limit_total") == 0:
+        while time.monotonic() < deadline and node.metric("msrpgw_fds_near_limit_total") == 0:
             time.sleep(0.2)
-        assert metric(node, "msrpgw_fds_near_limit_total") >= 1
+        assert node.metric("msrpgw_fds_near_limit_total") >= 1
         assert "open files near the limit" in node.output()
     finally:
         for conn in conns:

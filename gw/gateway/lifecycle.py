@@ -108,11 +108,8 @@ class Lifecycle:
             if wait_bye:
                 yield Bye(dialog)
             else:
-                self.ctx.out(Spawn(self._bye(dialog)))
+                self._bye_later(dialog)
         return True
-
-    def _bye(self, dialog: Dialog) -> Procedure[None]:
-        yield Bye(dialog)
 
     @property
     def forward_timeout(self) -> float:
@@ -131,7 +128,13 @@ class Lifecycle:
         set-up's answer, the record's delete) does not wait for a silent peer."""
         dialog, session.dialog = session.dialog, None
         if dialog is not None:
-            self.ctx.out(Spawn(self._bye(dialog)))
+            self._bye_later(dialog)
+
+    def _bye_later(self, dialog: Dialog) -> None:
+        def bye() -> Procedure[None]:
+            yield Bye(dialog)
+
+        self.ctx.out(Spawn(bye()))
 
     def forget(self, session: GwSession, reason: str) -> Procedure[None]:
         """Drop the session from this node and the store, once (a set-up ended by MI and

@@ -33,6 +33,7 @@ from gw.gateway.session import GwSession, Outcome, mirror_into
 from gw.gateway.state import SessionState
 from gw.gateway.to_msrp import PageToMsrp
 from gw.ids import new_sid
+from gw.logs import Throttle
 from gw.msrp.endpoint import MsrpSessionError
 from gw.msrp.uri import MsrpUri, MsrpUriError
 from gw.sip.message import LocalFailure, Response
@@ -59,7 +60,7 @@ class Setups:
         self.lifecycle = lifecycle
         self.pending = 0  # set-ups in progress (max_pending_setups)
         self.creating = 0  # records being created for new keys
-        self._refusal_logged = -1e9  # perf time of the last "refusing" log line
+        self._refusal_log = Throttle(clock=ctx.clock.perf)  # one line a second, not per MESSAGE
 
     def at_capacity(self) -> bool:
         """Whether a new set-up would be refused now (`refusal` answers and counts it)."""
@@ -75,9 +76,7 @@ class Setups:
         if refused is None:
             return None
         ctx.stats.setups_refused += 1
-        now = ctx.clock.perf()
-        if now - self._refusal_logged >= 1.0:  # one line a second, not one per MESSAGE
-            self._refusal_logged = now
+        if self._refusal_log.ready() is not None:
             log.warning(
                 "refusing new sessions with 503: %d set-ups in progress (%d refused so far)",
                 in_progress,

@@ -154,14 +154,10 @@ class SessionStore:
         if not keys:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hget(self.keys.session(key), "sid")
-                pipe.exists(self.keys.session(key))
+            for key in keys:  # `state` is in every record: nil means there is none
+                pipe.hmget(self.keys.session(key), "sid", "state")
             found = await pipe.execute()
-        return [
-            (sid or b"").decode() if exists else None
-            for sid, exists in zip(found[::2], found[1::2], strict=True)
-        ]
+        return [None if state is None else (sid or b"").decode() for sid, state in found]
 
     async def touch(self, key: str, *, page_message: bool, now: float, sid: str = "") -> None:
         """Record activity (page-mode MESSAGE or MSRP SEND) and push the deadline: one EVALSHA.

@@ -14,7 +14,6 @@ import contextlib
 import json
 import re
 import socket
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -679,13 +678,7 @@ async def test_message_looping_back_gets_482_without_invite_loop(
 
 # -- 11. the session table never lies (issue 16 §1) ---------------------------------------------
 def mi_sessions(node: GatewayProcess) -> list[dict[str, Any]]:
-    """msrp_gw_list_sessions over the management API's JSON-RPC."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "msrp_gw_list_sessions"}).encode()
-    request = urllib.request.Request(
-        f"http://{node.ready['mgmt']}/mi", body, {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as reply:
-        result = json.loads(reply.read())["result"]
+    result = node.mi("msrp_gw_list_sessions")
     sessions: list[dict[str, Any]] = result["Sessions"] if isinstance(result, dict) else result
     return sessions
 
@@ -758,14 +751,6 @@ async def test_replacing_a_session_whose_sip_peer_went_silent_is_answered_at_onc
 
 
 # -- 12. reassembly memory: what arrives, within a node-wide budget (issue 16 §2) ---------------
-def metric(node: GatewayProcess, name: str) -> float:
-    with urllib.request.urlopen(f"http://{node.ready['mgmt']}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
-    found = re.search(rf"^{name} (\S+)$", text, re.M)
-    assert found, f"{name} not in /metrics"
-    return float(found.group(1))
-
-
 async def test_chunks_declaring_64k_hold_their_bytes_and_the_node_budget_answers_413(
     gateway: Callable[..., GatewayProcess], page: PageUser, peer: MsrpUser, good: MsrpUser
 ) -> None:
@@ -790,7 +775,7 @@ async def test_chunks_declaring_64k_hold_their_bytes_and_the_node_budget_answers
                 await raw.send(frame)
                 answer = await raw.read_frame()
                 assert answer.status == 200, answer
-        assert metric(node, "msrpgw_msrp_reassembly_bytes") == 4 * 64
+        assert node.metric("msrpgw_msrp_reassembly_bytes") == 4 * 64
         raw, gw_uri, local = sessions[4]  # (each of the others has 64 messages open: its own cap)
         mid = new_transaction_id()
         # a 64 KiB message in 16 KiB chunks: its last would pass 64 KiB with the 256 held
@@ -813,10 +798,10 @@ async def test_chunks_declaring_64k_hold_their_bytes_and_the_node_budget_answers
                 expected,
                 "OK" if expected == 200 else "reassembly memory full",
             )
-        assert metric(node, "msrpgw_msrp_reassembly_refused_total") == 1
+        assert node.metric("msrpgw_msrp_reassembly_refused_total") == 1
     finally:
         for raw, _, _ in sessions:
             await raw.close()
     await asyncio.sleep(0.5)  # the sessions end: what they held goes back
-    assert metric(node, "msrpgw_msrp_reassembly_bytes") == 0
+    assert node.metric("msrpgw_msrp_reassembly_bytes") == 0
     await assert_serving(node, page, good, "reassembly-budget")

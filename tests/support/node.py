@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,23 @@ class GatewayProcess:
             self.proc.kill()
             self.proc.wait()
             raise
+
+    def metric(self, name: str) -> float:
+        """The value of the unlabelled series `name` on the node's /metrics."""
+        with urllib.request.urlopen(f"http://{self.ready['mgmt']}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        found = re.search(rf"^{name} (\S+)$", text, re.M)
+        assert found, f"{name} not in /metrics"
+        return float(found.group(1))
+
+    def mi(self, method: str) -> Any:
+        """An MI command's result, over the management API's JSON-RPC."""
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method}).encode()
+        request = urllib.request.Request(
+            f"http://{self.ready['mgmt']}/mi", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return json.loads(reply.read())["result"]
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
