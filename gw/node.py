@@ -664,6 +664,9 @@ class Node:
             (Path(self.cfg.node.state_dir) / "ready.json").unlink()
 
 
+START_FAILURE_STOP = 15.0  # seconds to undo a failed start
+
+
 def run_loop(main: Coroutine[Any, Any, int], loop: str = "auto") -> int:
     """Run on uvloop when installed (or asked for), else asyncio's default loop."""
     if loop in ("auto", "uvloop"):
@@ -686,7 +689,15 @@ async def run_node(cfg: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stopping.set)
-    await node.start()
+    try:
+        await node.start()
+    except BaseException:
+        # Stop what started (the embedded store, the store's listener tasks) before the
+        # error goes up: asyncio.run cancels leftover tasks only once, and a listener whose
+        # redis-py read swallows that cancellation kept a failed start running for good.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(node.stop(), START_FAILURE_STOP)
+        raise
     # Long-lived objects (sessions, dialogs, listeners) out of the collector's way: full
     # collections walking every session cost hundreds of ms at 10k sessions (GcTuner).
     node.tune_gc()

@@ -323,6 +323,32 @@ def test_run_with_a_port_taken_names_it_and_exits_1(tmp_path: pathlib.Path) -> N
     assert out.stderr.startswith("msrp-gw: cannot start: ")
 
 
+async def test_a_failed_start_stops_what_it_started(tmp_path: pathlib.Path) -> None:
+    """A start that fails late (a port taken after the store is up) leaves no store
+    running and no task behind: asyncio.run cancels leftovers only once, and one that
+    swallowed it kept the process up for good."""
+    from gw.config import load_config
+    from gw.node import run_node
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    env = cli_env(
+        tmp_path,
+        MSRPGW_SIP__LISTEN=f"udp:127.0.0.1:{taken.getsockname()[1]}",
+        MSRPGW_MSRP__LISTEN="msrp://127.0.0.1:0;tcp",
+        MSRPGW_MGMT__LISTEN="127.0.0.1:0",
+    )
+    try:
+        with pytest.raises(OSError):
+            await run_node(load_config(env=env))
+    finally:
+        taken.close()
+    assert not (tmp_path / "state" / "store.sock").exists()
+    assert not (tmp_path / "state" / "store.owner").exists()
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert left == []
+
+
 def test_config_is_taken_before_the_command_too(tmp_path: pathlib.Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text("[gateway]\nsession_timeout = 10\nmessage_timeout = 20\n")
