@@ -41,7 +41,7 @@ from gw.mgmt.mi import MiError, MiParams, param_str
 from gw.msrp.endpoint import MsrpEndpoint
 from gw.msrp.relay import RelayAuthError
 from gw.msrp.uri import MsrpUri, parse_msrp_uri
-from gw.node_metrics import CountingRedis, register_metrics
+from gw.node_metrics import CountingCluster, CountingRedis, register_metrics
 from gw.sip.endpoint import EndpointConfig, SipEndpoint
 from gw.sip.message import Limits
 from gw.sip.transaction import Address, Timers
@@ -423,7 +423,7 @@ class Node:
             url = await asyncio.to_thread(self.embedded.start)
             log.info("embedded store started at %s", url)
         self.store_url = url
-        self.redis = connect(url, redis_class=CountingRedis)
+        self.redis = connect(url, redis_class=CountingRedis, cluster_class=CountingCluster)
         g = cfg.gateway
         store = SessionStore(
             self.redis,

@@ -5,7 +5,9 @@ every series)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from redis.asyncio import Redis
@@ -19,30 +21,61 @@ from gw.mgmt.metrics import Registry
 from gw.msrp.endpoint import MsrpEndpoint
 from gw.process_metrics import register_process_metrics
 from gw.sip.endpoint import SipEndpoint
-from gw.store.client import StoreClient
+from gw.store.client import StoreClient, StoreCluster
 
 
-class CountingRedis(Redis):
-    """The node's store client: counts failed commands (msrpgw_store_errors_total).
+@dataclass
+class CommandStats:
+    """Failed commands and command latency of one store client, whatever its kind.
 
-    Pipelines and pub/sub connections bypass `execute_command` and are not counted here.
+    Pipelines and pub/sub connections bypass `execute_command` and are not counted.
     """
 
-    errors = 0
+    errors: int = 0
     observe: Callable[[float], None] | None = None  # command latency, seconds
 
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
+    async def timed(self, command: Awaitable[Any]) -> Any:
         started = time.perf_counter()
         try:
-            result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-            if self.observe is not None:
-                self.observe(time.perf_counter() - started)
-            return result
+            result = await command
         except NoScriptError:
             raise  # EVALSHA before the script is cached: the script helper loads it and retries
         except (RedisError, OSError):
             self.errors += 1
             raise
+        if self.observe is not None:
+            self.observe(time.perf_counter() - started)
+        return result
+
+
+class CountingRedis(Redis):
+    """The node's client of a single server or a Sentinel master."""
+
+    @cached_property
+    def stats(self) -> CommandStats:
+        return CommandStats()
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        command = super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        return await self.stats.timed(command)
+
+
+class CountingCluster(StoreCluster):
+    """The node's Redis Cluster client: the same counts (they read 0 on a cluster before)."""
+
+    @cached_property
+    def stats(self) -> CommandStats:
+        return CommandStats()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.stats.timed(super().execute_command(*args, **kwargs))
+
+
+def command_stats(client: StoreClient | None) -> CommandStats | None:
+    """The counts of a node's client (None for a client made elsewhere, e.g. in a test)."""
+    if isinstance(client, CountingRedis | CountingCluster):
+        return client.stats
+    return None
 
 
 # Request methods we label by name; anything else from the wire is "other" (bounded series).
@@ -133,8 +166,9 @@ def register_metrics(
     redis_latency = reg.histogram(
         "msrpgw_redis_command_seconds", "Latency of single Redis commands (not pipelines)."
     )
-    if isinstance(redis, CountingRedis):
-        redis.observe = redis_latency.observe
+    counts = command_stats(redis)
+    if counts is not None:
+        counts.observe = redis_latency.observe
     if registry is not None:
         reg.callback(
             "msrpgw_heartbeat_age_seconds",
@@ -317,6 +351,6 @@ def register_metrics(
     reg.callback(
         "msrpgw_store_errors_total",
         "Store (Redis) commands that failed.",
-        lambda: float(redis.errors if isinstance(redis, CountingRedis) else 0),
+        lambda: float(counts.errors if counts is not None else 0),
         kind="counter",
     )

@@ -95,3 +95,24 @@ async def test_expiry_on_redis_cluster(
         assert await session_count(cluster.url) == 0
     finally:
         await stop_all(nodes)
+
+
+async def test_store_metrics_count_on_redis_cluster(
+    msrp_user: MsrpUser, page_ua: SipEndpoint
+) -> None:
+    """Command latency and store errors are counted on a cluster too (they read 0 there)."""
+    with LocalCluster(3) as own:
+        (node,) = start(own, msrp_user, 1)
+        try:
+            assert await send_message(page_ua, node, "hello", user="metrics") == 200
+            assert node.metric("msrpgw_redis_command_seconds_count") >= 2  # create, activate
+            assert node.metric("msrpgw_store_errors_total") == 0
+            for server in own.servers:
+                server.kill()  # heartbeats fail from now on
+            for _ in range(100):
+                if node.metric("msrpgw_store_errors_total") > 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert node.metric("msrpgw_store_errors_total") > 0, node.output()[-2000:]
+        finally:
+            await asyncio.to_thread(node.stop, timeout=30)
