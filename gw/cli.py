@@ -129,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"msrp-gw: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "check-config":
+        if not cfg.store.url:  # `run` would start the embedded store: is there a server?
+            from gw.store.embedded import ServerBinaryNotFound, server_binary
+
+            try:
+                server_binary()
+            except ServerBinaryNotFound as exc:
+                print(f"msrp-gw: config error: store.url is empty and {exc}", file=sys.stderr)
+                return EXIT_USAGE
         print("config ok")
         return 0
     if args.command == "sessions":

@@ -369,13 +369,7 @@ class Node:
     def watch_fds(self, soft_limit: int, interval: float = 1.0) -> None:
         """Count open descriptors every `interval` seconds; warn near `soft_limit`."""
         watch = self.fds = FdWatch(soft_limit)
-        metrics = self.mgmt.metrics
-        metrics.callback(
-            "process_open_fds", "Number of open file descriptors.", lambda: watch.in_use
-        )
-        metrics.callback(
-            "process_max_fds", "Maximum number of open file descriptors.", lambda: watch.soft
-        )
+        metrics = self.mgmt.metrics  # process_open_fds/max_fds: the standard collector's
         metrics.callback(
             "msrpgw_fds_near_limit_total",
             f"Checks (one a second) that found open files at {NEAR:.0%} of the limit or more.",

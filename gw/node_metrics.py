@@ -19,7 +19,6 @@ from gw.gateway.engine import Gateway
 from gw.gateway.stats import Direction
 from gw.mgmt.metrics import Registry
 from gw.msrp.endpoint import MsrpEndpoint
-from gw.process_metrics import register_process_metrics
 from gw.sip.endpoint import SipEndpoint
 from gw.store.client import StoreClient, StoreCluster
 
@@ -207,7 +206,7 @@ def register_metrics(
         lambda: float(budget.refused),
         kind="counter",
     )
-    register_process_metrics(reg)
+    reg.add_standard_collectors()
     reg.callback(
         "msrpgw_msrp_connections",
         "Open MSRP connections (inbound, outbound, and to the relay).",

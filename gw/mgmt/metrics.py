@@ -1,7 +1,11 @@
-"""Prometheus metrics without a dependency: counters, gauges, histograms, text format 0.0.4.
+"""Prometheus metrics: our own children on the hot path, prometheus-client at scrape time.
 
 A labelled sample is a small child object holding a float, so the hot path on a pre-bound
-child (`child.inc()`) is one attribute add; label lookups happen once, in `labels()`.
+child (`child.inc()`) is one attribute add (prometheus-client's own metrics take a lock and
+cost ~1.2 µs an update); label lookups happen once, in `labels()`. At scrape time the
+`Registry` is a prometheus-client Collector: it turns children and callbacks into metric
+families, and prometheus-client writes the exposition format (escaping, float formatting),
+beside its standard process, GC and platform collectors (`add_collector`).
 Not thread-safe: update metrics from the event loop's thread.
 """
 
@@ -15,6 +19,20 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import pairwise
 from typing import Any, Generic, Protocol, TypeVar
 
+from prometheus_client.exposition import generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+# What generate_latest writes (prometheus-client >= 0.22 names it 1.0.0; the text is the same).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Messaging latencies: sub-millisecond in-process hops up to multi-second SIP transactions.
 DEFAULT_BUCKETS: tuple[float, ...] = (
@@ -24,8 +42,6 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _log = logging.getLogger("gw.mgmt.metrics")
-
-Sample = tuple[str, tuple[tuple[str, str], ...], float]  # (name, label pairs, value)
 
 
 class CounterChild:
@@ -128,11 +144,7 @@ class _Metric(Generic[C]):
     def sample_names(self) -> tuple[str, ...]:
         return (self.name,)
 
-    def samples(self) -> Iterator[Sample]:
-        for key, child in list(self._children.items()):
-            yield from self._child_samples(tuple(zip(self.labelnames, key, strict=True)), child)
-
-    def _child_samples(self, labels: tuple[tuple[str, str], ...], child: C) -> Iterator[Sample]:
+    def family(self) -> Metric:
         raise NotImplementedError
 
 
@@ -145,10 +157,11 @@ class Counter(_Metric[CounterChild]):
     def inc(self, amount: float = 1.0) -> None:
         self._only().inc(amount)
 
-    def _child_samples(
-        self, labels: tuple[tuple[str, str], ...], child: CounterChild
-    ) -> Iterator[Sample]:
-        yield self.name, labels, child.value
+    def family(self) -> Metric:
+        out = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, child in list(self._children.items()):
+            out.add_metric(key, child.value)
+        return out
 
 
 class Gauge(_Metric[GaugeChild]):
@@ -169,10 +182,11 @@ class Gauge(_Metric[GaugeChild]):
     def set_function(self, fn: Callable[[], float] | None) -> None:
         self._only().set_function(fn)
 
-    def _child_samples(
-        self, labels: tuple[tuple[str, str], ...], child: GaugeChild
-    ) -> Iterator[Sample]:
-        yield self.name, labels, child.get()
+    def family(self) -> Metric:
+        out = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, child in list(self._children.items()):
+            out.add_metric(key, child.get())
+        return out
 
 
 class Histogram(_Metric[HistogramChild]):
@@ -195,7 +209,7 @@ class Histogram(_Metric[HistogramChild]):
         if "le" in labelnames:
             raise ValueError("'le' is reserved in histograms")
         self.bounds = tuple(bounds)
-        self._les = (*(_format_float(b) for b in bounds), "+Inf")
+        self._les = (*(floatToGoString(b) for b in bounds), "+Inf")  # type: ignore[no-untyped-call]
         super().__init__(name, documentation, labelnames)
 
     def _new(self) -> HistogramChild:
@@ -207,15 +221,15 @@ class Histogram(_Metric[HistogramChild]):
     def sample_names(self) -> tuple[str, ...]:
         return tuple(self.name + s for s in ("_bucket", "_sum", "_count"))
 
-    def _child_samples(
-        self, labels: tuple[tuple[str, str], ...], child: HistogramChild
-    ) -> Iterator[Sample]:
-        cumulative = 0
-        for le, count in zip(self._les, child.counts, strict=True):
-            cumulative += count
-            yield self.name + "_bucket", (*labels, ("le", le)), float(cumulative)
-        yield self.name + "_sum", labels, child.sum
-        yield self.name + "_count", labels, float(cumulative)
+    def family(self) -> Metric:
+        out = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, child in list(self._children.items()):
+            cumulative, buckets = 0, []
+            for le, count in zip(self._les, child.counts, strict=True):
+                cumulative += count
+                buckets.append((le, float(cumulative)))
+            out.add_metric(key, buckets, child.sum)
+        return out
 
 
 # A value, or with labels {label values: value}; a one-label key may be a bare value.
@@ -243,24 +257,26 @@ class _Callback:
     def sample_names(self) -> tuple[str, ...]:
         return (self.name,)
 
-    def samples(self) -> Iterator[Sample]:
+    def family(self) -> Metric:
+        kind = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
+        out = kind(self.name, self.documentation, labels=self.labelnames)
         try:
             result = self.fn()
         except Exception:
             _log.exception("metrics callback %s failed; its samples are left out", self.name)
-            return
+            return out
         if isinstance(result, Mapping):
             for raw, value in result.items():
                 key = raw if isinstance(raw, tuple) else (raw,)
                 if len(key) != len(self.labelnames):
                     _log.warning("metrics callback %s: bad label values %r", self.name, key)
                     continue
-                pairs = tuple(zip(self.labelnames, (str(k) for k in key), strict=True))
-                yield self.name, pairs, float(value)
+                out.add_metric([str(k) for k in key], float(value))
         elif not self.labelnames:
-            yield self.name, (), float(result)
+            out.add_metric((), float(result))
         else:
             _log.warning("metrics callback %s has labels but returned one value", self.name)
+        return out
 
 
 class _Family(Protocol):
@@ -270,18 +286,38 @@ class _Family(Protocol):
 
     def sample_names(self) -> tuple[str, ...]: ...
 
-    def samples(self) -> Iterator[Sample]: ...
+    def family(self) -> Metric: ...
 
 
 M = TypeVar("M", Counter, Gauge, Histogram, _Callback)
 
 
 class Registry:
-    """The set of metrics one `/metrics` endpoint exposes, in registration order."""
+    """The set of metrics one `/metrics` endpoint exposes, in registration order, then the
+    samples of the collectors added with `add_collector`."""
 
     def __init__(self) -> None:
         self._metrics: dict[str, _Family] = {}
         self._sample_names: set[str] = set()
+        self._exposed = CollectorRegistry(auto_describe=False)
+        self._exposed.register(self)
+
+    def add_collector(self, collector: Collector) -> None:
+        """Expose a prometheus-client collector's families too (e.g. its ProcessCollector)."""
+        self._exposed.register(collector)
+
+    def add_standard_collectors(self) -> None:
+        """The families every Prometheus setup expects, from prometheus-client itself:
+        process_* (memory, CPU, start time, open and max file descriptors), python_gc_*,
+        python_info."""
+        ProcessCollector(registry=self._exposed)  # each registers itself there
+        GCCollector(registry=self._exposed)
+        PlatformCollector(registry=self._exposed)
+
+    def collect(self) -> Iterator[Metric]:
+        """The Collector protocol: our families, computed now."""
+        for metric in list(self._metrics.values()):
+            yield metric.family()
 
     def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
         return self._add(Counter(name, documentation, labelnames))
@@ -326,17 +362,7 @@ class Registry:
 
     def render(self) -> str:
         """All metrics in the Prometheus text exposition format 0.0.4."""
-        out: list[str] = []
-        for metric in list(self._metrics.values()):
-            out.append(f"# HELP {metric.name} {_escape_help(metric.documentation)}")
-            out.append(f"# TYPE {metric.name} {metric.kind}")
-            for name, labels, value in metric.samples():
-                if labels:
-                    body = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels)
-                    out.append(f"{name}{{{body}}} {_format_value(value)}")
-                else:
-                    out.append(f"{name} {_format_value(value)}")
-        return "\n".join(out) + "\n" if out else ""
+        return generate_latest(self._exposed).decode()
 
 
 def _validate(name: str, labelnames: Sequence[str]) -> None:
@@ -347,26 +373,3 @@ def _validate(name: str, labelnames: Sequence[str]) -> None:
             raise ValueError(f"invalid label name {label!r}")
     if len(set(labelnames)) != len(labelnames):
         raise ValueError(f"duplicate label names in {name}")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _escape_label(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _format_float(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    return repr(float(value))
-
-
-def _format_value(value: float) -> str:
-    value = float(value)  # an int may have been set
-    if value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return _format_float(value)

