@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -96,6 +97,18 @@ def _parser() -> argparse.ArgumentParser:
         "the running node's ready.json when its port is 0)",
     )
     trying.add_argument("--timeout", type=float, default=10.0, help="seconds per direction")
+    trying.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="where both users listen, and the host in their URIs: an address or name the "
+        "node reaches (e.g. the service name in docker compose); default 127.0.0.1",
+    )
+    trying.add_argument(
+        "--every",
+        type=float,
+        default=0.0,
+        help="run again every this many seconds, for good (a message flow to watch); default: once",
+    )
     trying.add_argument(
         "--hold",
         type=float,
@@ -375,10 +388,26 @@ def _try(args: argparse.Namespace, cfg: Config) -> int:
     host, _, port_text = target.rpartition(":")
     if not host or not port_text.isdigit():
         return _fail(f"--gateway must be host:port, got {target!r}", EXIT_USAGE)
+    try:  # names resolved once (the compose stack passes service names), not per datagram
+        gateway = (_address(host.strip("[]")), int(port_text))
+        users = _address(args.host)
+    except OSError as exc:
+        return _fail(f"cannot resolve --gateway {target!r} or --host {args.host!r}: {exc}", 2)
     try:
-        return asyncio.run(run_try((host.strip("[]"), int(port_text)), args.timeout, args.hold))
+        while True:
+            code = asyncio.run(run_try(gateway, args.timeout, args.hold, host=users))
+            if args.every <= 0:
+                return code
+            time.sleep(args.every)
     except KeyboardInterrupt:
-        return 0  # Ctrl-C while holding
+        return 0  # Ctrl-C while holding or between rounds
+
+
+def _address(host: str) -> str:
+    """An IP address for `host` (itself when it is one), IPv4 first (`localhost`)."""
+    found = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    found.sort(key=lambda info: info[0] != socket.AF_INET)
+    return str(found[0][4][0])
 
 
 def _nodes(args: argparse.Namespace, cfg: Config) -> int:

@@ -42,14 +42,15 @@ class _Users:
     at_page: list[Request] = field(default_factory=list)
     at_msrp: list[tuple[MsrpHandle, bytes]] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    host: str = "127.0.0.1"  # where both listen, and the host of their URIs
 
     async def start(self) -> None:
         self.page = SipEndpoint(EndpointConfig(user_agent="msrp-gw-try"), self._page_request)
-        await self.page.start([ListenSpec("UDP", "127.0.0.1", 0)])
-        self.msrp = MsrpEndpoint("127.0.0.1", 0)
+        await self.page.start([ListenSpec("UDP", self.host, 0)])
+        self.msrp = MsrpEndpoint(self.host, 0)
         await self.msrp.start()
         self.msrp_sip = SipEndpoint(EndpointConfig(user_agent="msrp-gw-try"), self._msrp_request)
-        await self.msrp_sip.start([ListenSpec("UDP", "127.0.0.1", 0)])
+        await self.msrp_sip.start([ListenSpec("UDP", self.host, 0)])
 
     async def close(self) -> None:
         for closing in (self.msrp, self.msrp_sip, self.page):
@@ -100,7 +101,7 @@ class _Users:
         box.append(handle)
         answer = build_msrp_answer(
             media,
-            address="127.0.0.1",
+            address=self.host,
             port=self.msrp.uri.port or 0,
             path=[str(local)],
             accept_types=["text/plain"],
@@ -110,15 +111,19 @@ class _Users:
         incoming.respond(200, body=answer.to_bytes(), content_type="application/sdp")
 
 
-async def run_try(gateway: tuple[str, int], timeout: float = 10.0, hold: float = 0.0) -> int:
-    """`hold`: seconds to keep both users (and so the session) up after success."""
-    users = _Users()
+async def run_try(
+    gateway: tuple[str, int], timeout: float = 10.0, hold: float = 0.0, host: str = "127.0.0.1"
+) -> int:
+    """`hold`: seconds to keep both users (and so the session) up after success; `host`: the
+    address both users listen on (an IP address)."""
+    users = _Users(host=host)
     await users.start()
     try:
         assert users.page is not None and users.msrp_sip is not None
         page_port = users.page.local("UDP").port
         msrp_port = users.msrp_sip.local("UDP").port
-        alice, bob = f"sip:alice@127.0.0.1:{page_port}", f"sip:bob@127.0.0.1:{msrp_port}"
+        where = f"[{host}]" if ":" in host else host
+        alice, bob = f"sip:alice@{where}:{page_port}", f"sip:bob@{where}:{msrp_port}"
         print(f"page-mode user {alice}, MSRP user {bob}, gateway {gateway[0]}:{gateway[1]}")
         message = users.page.new_request(
             "MESSAGE",

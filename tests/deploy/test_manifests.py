@@ -4,6 +4,9 @@ their consistency with the gateway's own configuration rules (gw.config)."""
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from tests.deploy.helpers import (
     run,
     tool,
 )
+from tests.support.node import GatewayProcess
 
 GATEWAYS = ("gw1", "gw2", "gw3")
 
@@ -263,6 +267,43 @@ def test_compose_redis_and_kamailio() -> None:
     destinations = re.findall(r"^1\s+sip:([\w.-]+):5060\b", listed, re.M)
     assert destinations == list(GATEWAYS), "Kamailio dispatches over the three gateways"
     assert (REPO / kamailio["build"]["context"] / "Dockerfile").exists()
+
+
+def test_compose_try_service_runs_messages_through_a_node(tmp_path: Path) -> None:
+    """The `try` service's own command, with the compose names swapped for loopback ones
+    (kamailio:5060 -> a node's SIP port, `try` -> 127.0.0.3): a message both ways, again
+    and again, until stopped."""
+    service = compose()["services"]["try"]
+    assert service["image"] == compose()["services"]["gw1"]["image"]
+    assert service["depends_on"]["kamailio"]["condition"] == "service_healthy"
+    argv = list(service["command"])
+    assert argv[:2] == ["msrp-gw", "try"]
+    node = GatewayProcess()
+    node.start()
+    try:
+        _, port = node.sip("udp")
+        swap = {"kamailio:5060": f"localhost:{port}", "try": "127.0.0.3", "5": "0.2"}
+        args = [swap.get(a, a) for a in argv[2:]]
+        trying = subprocess.Popen(
+            [sys.executable, "-m", "gw.cli", "try", *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=node.env,
+            cwd=tmp_path,
+        )
+        assert trying.stdout is not None
+        lines: list[str] = []
+        for line in trying.stdout:
+            lines.append(line.rstrip("\n"))
+            if lines.count("both ways: OK") == 2:
+                break
+        out = "\n".join(lines)
+        assert lines.count("both ways: OK") == 2, out + node.output()[-2000:]
+        assert "sip:bob@127.0.0.3:" in out
+        trying.send_signal(signal.SIGINT)
+        assert trying.wait(30) == 0
+    finally:
+        assert node.stop() == 0, node.output()
 
 
 def test_image_config_file_needs_a_token_off_loopback() -> None:
