@@ -4,6 +4,13 @@
 request is a `PageMessage` (a MESSAGE forwarded to its session's owner) or an
 `EndSession`; a reply is an `Answer` (the MESSAGE's final answer), an `Ended`, or a
 `Failed` (the handler raised). An unknown or malformed map decodes to `BadRpc`.
+
+Every map carries `v`, the version of this vocabulary, so two releases can run side by side
+during a rolling upgrade (docs/operations.md, "Rolling upgrades"). Within a version, changes
+are additive: a new key has a default, and readers ignore keys they do not know (a map
+without `v` is version 0, from a node older than versioning, and reads the same). A change
+that is not additive raises `RPC_VERSION`; a node refuses a newer version than its own with a
+`Failed` reply that says so, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -13,11 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "RPC_VERSION",
     "Answer",
     "BadRpc",
     "EndSession",
     "Ended",
     "Failed",
+    "NewerRpc",
     "PageMessage",
     "RpcReply",
     "RpcRequest",
@@ -29,8 +38,15 @@ __all__ = [
 ]
 
 
+RPC_VERSION = 1
+
+
 class BadRpc(ValueError):
     """A map that is no request or reply of ours (another version, or garbage)."""
+
+
+class NewerRpc(BadRpc):
+    """A map of a newer version than this node's (a release not rolled out here yet)."""
 
 
 @dataclass(slots=True)
@@ -76,6 +92,7 @@ class Ended:
 @dataclass(frozen=True, slots=True)
 class Failed:
     error: str
+    retry: bool = False  # the request can succeed later (a node of another release refused it)
 
 
 RpcReply = Answer | Ended | Failed
@@ -85,11 +102,23 @@ _PAGE_FIELDS = tuple(PageMessage.__dataclass_fields__)
 
 def encode_request(request: RpcRequest) -> dict[str, Any]:
     if isinstance(request, PageMessage):
-        return {"op": "message", **{f: getattr(request, f) for f in _PAGE_FIELDS}}
-    return {"op": "end", "key": request.key, "reason": request.reason}
+        fields = {f: getattr(request, f) for f in _PAGE_FIELDS}
+        return {"v": RPC_VERSION, "op": "message", **fields}
+    return {"v": RPC_VERSION, "op": "end", "key": request.key, "reason": request.reason}
+
+
+def _check_version(data: dict[str, Any]) -> None:
+    version = data.get("v", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise BadRpc(f"bad rpc version {version!r}")
+    if version > RPC_VERSION:
+        raise NewerRpc(
+            f"rpc version {version} is newer than this node's {RPC_VERSION}: upgrade this node"
+        )
 
 
 def decode_request(data: dict[str, Any]) -> RpcRequest:
+    _check_version(data)
     op = data.get("op")
     try:
         if op == "message":
@@ -106,15 +135,19 @@ def decode_request(data: dict[str, Any]) -> RpcRequest:
 
 def encode_reply(reply: RpcReply) -> dict[str, Any]:
     if isinstance(reply, Answer):
-        return {"status": reply.status, "reason": reply.reason, "headers": reply.headers}
+        answer = {"status": reply.status, "reason": reply.reason, "headers": reply.headers}
+        return {"v": RPC_VERSION, **answer}
     if isinstance(reply, Ended):
-        return {"ok": reply.ok}
-    return {"error": reply.error}
+        return {"v": RPC_VERSION, "ok": reply.ok}
+    if reply.retry:
+        return {"v": RPC_VERSION, "error": reply.error, "retry": True}
+    return {"v": RPC_VERSION, "error": reply.error}
 
 
 def decode_reply(data: dict[str, Any]) -> RpcReply:
+    _check_version(data)
     if "error" in data:
-        return Failed(str(data["error"]))
+        return Failed(str(data["error"]), data.get("retry") is True)
     if "ok" in data:
         return Ended(bool(data["ok"]))
     try:
@@ -133,6 +166,8 @@ def serving(
     async def serve(data: dict[str, Any]) -> dict[str, Any]:
         try:
             request = decode_request(data)
+        except NewerRpc as exc:  # a rolling upgrade: the sender may retry, or go elsewhere
+            return encode_reply(Failed(str(exc), retry=True))
         except BadRpc as exc:
             return encode_reply(Failed(str(exc)))
         return encode_reply(await handler(request))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from redis.exceptions import RedisError
 
-from gw.cluster.messages import Answer, BadRpc, PageMessage
+from gw.cluster.messages import Answer, BadRpc, Failed, PageMessage
 from gw.cluster.rpc import NodeUnreachable
 from gw.gateway import events as ev
 from gw.gateway.commands import (
@@ -162,6 +162,8 @@ class Routing:
             return Outcome(408, "Owner Did Not Answer")
         except BadRpc:
             return Outcome(500, "Owner Failed")
+        if isinstance(reply, Failed) and reply.retry:  # another release: soon upgraded too
+            return busy("Owner Runs Another Release", self.ctx.settings.retry_after)
         if not isinstance(reply, Answer):
             return Outcome(500, "Owner Failed")
         return Outcome(reply.status, reply.reason, list(reply.headers))

@@ -3,6 +3,11 @@
 Strings are stored as strings and numbers as decimal strings (so Lua scripts can read the
 timestamps and HINCRBY the epoch); lists and dicts are msgpack. Unknown hash fields are
 ignored on read, so an older node can read what a newer one wrote.
+
+Each record says which version of this layout wrote it (`version`; a hash without it is
+version 0, from before versioning). Within a version, changes are additive: a new field
+has a default that keeps an older reader right. A change that is not raises
+`RECORD_VERSION` (docs/operations.md, "Rolling upgrades").
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import msgpack
 
 __all__ = [
     "FIELDS",
+    "RECORD_VERSION",
     "Origin",
     "SessionRecord",
     "State",
@@ -26,6 +32,8 @@ __all__ = [
 
 State = Literal["setup", "active", "ending"]
 Origin = Literal["msg_to_msrp", "answer"]
+
+RECORD_VERSION = 1
 
 _STATES = frozenset(get_args(State))
 _ORIGINS = frozenset(get_args(Origin))
@@ -60,6 +68,7 @@ class SessionRecord:
     marks: list[str] = field(default_factory=list)
     max_forwards: int = 70
     extra: dict[str, Any] = field(default_factory=dict)
+    version: int = RECORD_VERSION  # of the layout that wrote it; 0: before versioning
 
     def __post_init__(self) -> None:
         if self.state not in _STATES:
@@ -73,7 +82,7 @@ _STR = (
     *("call_id", "local_tag", "remote_tag"),
 )
 _FLOAT = ("created", "last_message", "last_send")
-_INT = ("epoch", "max_forwards")
+_INT = ("epoch", "max_forwards", "version")
 _PACKED = ("local_path", "peer_path", "content_types", "marks", "extra")
 FIELDS = frozenset(_STR + _FLOAT + _INT + _PACKED)
 
@@ -112,7 +121,7 @@ def record_fields(record: SessionRecord) -> dict[str, Any]:
 
 def decode_record(key: str, raw: dict[bytes, bytes]) -> SessionRecord:
     """Build a record from HGETALL output (missing fields keep their defaults)."""
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"version": 0}  # a hash without it predates versioning
     for bname, bvalue in raw.items():
         name = bname.decode()
         if name in _STR:

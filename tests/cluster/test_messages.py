@@ -3,10 +3,13 @@ else decodes to BadRpc, and a served handler answers it with Failed."""
 
 from __future__ import annotations
 
+import asyncio
+
 import msgpack
 import pytest
 
 from gw.cluster.messages import (
+    RPC_VERSION,
     Answer,
     BadRpc,
     Ended,
@@ -79,6 +82,36 @@ async def test_served_handler_answers_bad_requests_with_failed() -> None:
         return Ended(isinstance(request, EndSession))
 
     serve = serving(handler)
-    assert await serve(encode_request(EndSession("k", "mi"))) == {"ok": True}
+    assert decode_reply(await serve(encode_request(EndSession("k", "mi")))) == Ended(True)
     reply = decode_reply(await serve({"op": "nope"}))
     assert isinstance(reply, Failed) and "nope" in reply.error
+
+
+def await_serve_newer(wire: dict[str, object]) -> dict[str, object]:
+    """What a node answers to a request of the next version."""
+
+    async def handler(request: RpcRequest) -> RpcReply:
+        raise AssertionError("not reached")
+
+    return asyncio.run(serving(handler)({**wire, "v": RPC_VERSION + 1}))
+
+
+def test_versions_older_and_unversioned_read_newer_refused() -> None:
+    """A rolling upgrade: maps without `v` (older nodes) and with unknown keys (a newer
+    release's additions) read as before; a newer version is refused, saying so."""
+    page = PageMessage("k", b"hi", "text/plain", "c1", "<sip:a@x>", "<sip:b@y>", "sip:b@y")
+    wire = encode_request(page)
+    assert wire["v"] == RPC_VERSION
+    unversioned = {k: v for k, v in wire.items() if k != "v"}
+    assert decode_request(unversioned) == page
+    assert decode_request({**wire, "added_later": [1, 2]}) == page
+    assert decode_reply({"status": 200, "reason": "OK"}) == Answer(200, "OK")
+    with pytest.raises(BadRpc, match="newer than this node's"):
+        decode_request({**wire, "v": RPC_VERSION + 1})
+    refused = decode_reply(await_serve_newer(wire))
+    assert isinstance(refused, Failed) and refused.retry, "the sender may retry: 503, not 500"
+    with pytest.raises(BadRpc, match="newer than this node's"):
+        decode_reply({"v": RPC_VERSION + 1, "ok": True})
+    for bad in ("1", -1, True, None):
+        with pytest.raises(BadRpc, match="bad rpc version"):
+            decode_request({**wire, "v": bad})

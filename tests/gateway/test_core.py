@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gw.cluster.messages import Answer, PageMessage
+from gw.cluster.messages import Answer, Failed, PageMessage
 from gw.cluster.rpc import NodeUnreachable
 from gw.gateway import commands as c
 from gw.gateway import events as ev
@@ -375,6 +375,22 @@ def test_live_owner_gets_the_message_forwarded_and_its_answer_is_ours() -> None:
     assert ask.node == "n2" and isinstance(ask.request, PageMessage)
     assert ask.request.body == b"hi" and ask.request.key == KEY
     assert world.core.ctx.stats.forwarded_to_owner == 1
+
+
+def test_owner_of_another_release_that_refuses_the_message_gets_503_not_500() -> None:
+    """Rolling upgrade: an owner older than our RPC version answers Failed(retry): the
+    MESSAGE gets 503 with Retry-After (the owner is soon upgraded or drained), no session."""
+    world = World(retry_after=4)
+    world.core.ctx.clustered = True
+    world.store[KEY] = SessionRecord(key=KEY, state="active", owner="n2")
+    world.alive.add("n2")
+    world.ask = lambda step: Failed("rpc version 2 is newer than this node's 1", retry=True)
+    txn = world.message(b"hi")
+    assert txn.status == 503 and headers(txn)["Retry-After"] == "4"
+    assert txn.answers[-1].reason == "Owner Runs Another Release"
+    assert world.store[KEY].owner == "n2", "the owner keeps its session"
+    world.ask = lambda step: Failed("handler raised")
+    assert world.message(b"again").status == 500
 
 
 def test_dead_owner_key_is_taken_over() -> None:

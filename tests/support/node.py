@@ -18,9 +18,14 @@ from typing import Any
 
 class GatewayProcess:
     def __init__(
-        self, config: str = "", env: dict[str, str] | None = None, wrap: list[str] | None = None
+        self,
+        config: str = "",
+        env: dict[str, str] | None = None,
+        wrap: list[str] | None = None,
+        code: Path | None = None,
     ) -> None:
         self.wrap = wrap or []  # argv before the node's own (e.g. prlimit)
+        self.code = code  # a directory holding another `gw` package to run (an older release)
         self.dir = Path(tempfile.mkdtemp(prefix="msrpgw-node-"))
         self.config = self.dir / "gw.toml"
         self.config.write_text(config)
@@ -40,6 +45,7 @@ class GatewayProcess:
             env=self.env,
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
+            cwd=self.code,  # `python -m` puts the working directory first on sys.path
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
