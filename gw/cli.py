@@ -369,7 +369,7 @@ def _mi(args: argparse.Namespace, cfg: Config) -> int:
 
 def _try(args: argparse.Namespace, cfg: Config) -> int:
     from gw.sip.transport import parse_listen
-    from gw.tools.try_it import run_try
+    from gw.tools.try_it import run_rounds
 
     target = args.gateway
     if not target:
@@ -393,14 +393,7 @@ def _try(args: argparse.Namespace, cfg: Config) -> int:
         users = _address(args.host)
     except OSError as exc:
         return _fail(f"cannot resolve --gateway {target!r} or --host {args.host!r}: {exc}", 2)
-    try:
-        while True:
-            code = asyncio.run(run_try(gateway, args.timeout, args.hold, host=users))
-            if args.every <= 0:
-                return code
-            time.sleep(args.every)
-    except KeyboardInterrupt:
-        return 0  # Ctrl-C while holding or between rounds
+    return asyncio.run(run_rounds(gateway, args.timeout, args.hold, users, args.every))
 
 
 def _address(host: str) -> str:

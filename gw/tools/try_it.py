@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from dataclasses import dataclass, field
 
 from gw.msrp.endpoint import MsrpEndpoint
@@ -26,7 +27,7 @@ from gw.sip.sdp import build_msrp_answer, find_msrp_media, parse_sdp
 from gw.sip.transaction import Address
 from gw.sip.transport import ListenSpec
 
-__all__ = ["run_try"]
+__all__ = ["run_rounds", "run_try"]
 
 TO_MSRP = b"hello from page mode"
 TO_PAGE = b"hello from session mode"
@@ -166,3 +167,35 @@ async def run_try(
         return 0
     finally:
         await users.close()
+
+
+async def run_rounds(
+    gateway: tuple[str, int], timeout: float, hold: float, host: str, every: float
+) -> int:
+    """`run_try` once, or every `every` seconds until SIGINT or SIGTERM (then exit 0): the
+    signal cancels the round in flight, whatever it waits for."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            round_ = asyncio.ensure_future(run_try(gateway, timeout, hold, host=host))
+            await asyncio.wait({round_, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                while not round_.done():  # a cancellation can be swallowed once: insist
+                    round_.cancel()
+                    await asyncio.wait({round_}, timeout=0.1)
+                return 0
+            code = round_.result()
+            if every <= 0:
+                return code
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(stopping), every)
+            if stop.is_set():
+                return 0
+    finally:
+        stopping.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
