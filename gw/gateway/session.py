@@ -10,7 +10,13 @@ from gw.cluster.messages import PageMessage
 from gw.gateway.commands import ServerTxn
 from gw.gateway.state import SessionState, check_transition
 from gw.msrp.endpoint import Session as MsrpHandle
-from gw.msrp.events import MessageReceived, SessionEvent
+from gw.msrp.events import (
+    MessageAborted,
+    MessageDelivered,
+    MessageFailed,
+    MessageReceived,
+    SessionEvent,
+)
 from gw.sip.dialog import Dialog
 from gw.sip.message import Request
 from gw.sip.uri import parse_name_addr
@@ -88,6 +94,9 @@ class GwSession:
     call_id: str = ""  # of the INVITE that set the session up (ours or the peer's)
     msrp: MsrpHandle | None = None
     queue: deque[Pending] | None = None  # created on the first queued message, dropped empty
+    # Outcomes of messages that were the MSRP leg's first SEND, known before the set-up
+    # ended (its record is written meanwhile): answered when it ends (`ToMsrp.release`).
+    early: list[tuple[Pending, MessageDelivered | MessageFailed | MessageAborted]] | None = None
     queued_bytes: int = 0
     peer_types: tuple[str, ...] = ()
     trace: bool = False
@@ -129,6 +138,13 @@ class GwSession:
         if not queue:
             self.queue = None
         return pending
+
+    def requeue(self, pending: Pending) -> None:
+        """Put a message handed to the MSRP leg back at the head (its leg failed first)."""
+        if self.queue is None:
+            self.queue = deque()
+        self.queue.appendleft(pending)
+        self.queued_bytes += pending.size
 
     def unqueue(self, pending: Pending) -> bool:
         """Take `pending` out of the queue if it still waits there."""

@@ -123,6 +123,7 @@ class Setups:
             yield from self.set_up(session, page, prior)
         finally:
             self.pending -= 1
+            self.to_msrp.release(session)  # outcomes of its first SEND, held until now
 
     def set_up(self, session: GwSession, page: PageMessage, prior: str | None) -> Procedure[None]:
         """INVITE, then the MSRP leg; `prior`: the sid of the record this set-up took over
@@ -244,9 +245,13 @@ class Setups:
             self.lifecycle.hang_up(session)
             raise SetupFailed(exc.code, "MSRP Relay Unavailable") from exc
         session.msrp = handle
+        # Active, we open the connection: the queued message is its first SEND (no empty
+        # SEND and 200 first); while the store records the session, it is on its way.
+        handed = self.to_msrp.flush(session, binding=True) if active else []
         try:
             yield Connect(handle, ctx.settings.setup_timeout)
         except (MsrpSessionError, TimeoutError, OSError) as exc:
+            self.to_msrp.recall(session, handed)  # answered as the set-up's failure
             session.msrp = None
             handle.close("connect failed")
             self.lifecycle.hang_up(session)
@@ -255,21 +260,26 @@ class Setups:
         assert d is not None
         # The record turns active and SESSION_STARTED goes out in one store round trip.
         started = (ev.SESSION_STARTED, {"key": session.key, "origin": "msg_to_msrp"})
-        yield StoreUpdate(
-            session.key,
-            {
-                "state": "active",
-                "call_id": d.call_id,
-                "local_tag": d.local_tag,
-                "remote_tag": d.remote_tag,
-                "local_path": [str(local_uri)],
-                "peer_path": list(media.path),
-            },
-            started,
-            session.record.sid,
-        )
+        try:
+            yield StoreUpdate(
+                session.key,
+                {
+                    "state": "active",
+                    "call_id": d.call_id,
+                    "local_tag": d.local_tag,
+                    "remote_tag": d.remote_tag,
+                    "local_path": [str(local_uri)],
+                    "peer_path": list(media.path),
+                },
+                started,
+                session.record.sid,
+            )
+        except BaseException:
+            self.to_msrp.recall(session, handed)  # not delivered yet: the failure answers
+            raise
         if handle.closed:  # lost while we were recording it (its SessionClosed came early)
             # Rare (a window of one round trip): SESSION_STARTED is out, SETUP_FAILED follows.
+            self.to_msrp.recall(session, handed)
             self.lifecycle.hang_up(session)
             raise SetupFailed(480, "MSRP Connection Failed")
 

@@ -173,21 +173,40 @@ class PageToMsrp:
             ctx.out(StartTimer(pending, session, ctx.settings.delivery_timeout))
         return pending
 
-    def flush(self, session: GwSession) -> None:
+    def flush(self, session: GwSession, *, binding: bool = False) -> list[Pending]:
         """Hand the queued messages to the MSRP leg in order; their outcomes come back as
-        events with the Message-IDs chosen here (`outcome`)."""
+        events with the Message-IDs chosen here (`outcome`). `binding`: the leg is being
+        connected, and the first of them will be its first SEND (RFC 4975 §5.4 lets it
+        carry a body), saving the empty SEND and its round trip. Returns what was handed."""
         handle = session.msrp
-        if handle is None or session.state is not SessionState.ACTIVE:
-            return
+        state = session.state
+        if handle is None or not (
+            state is SessionState.ACTIVE or (binding and state is SessionState.CONNECTING)
+        ):
+            return []
         report = True if self.ctx.settings.require_success_report else None
+        handed: list[Pending] = []
         while (pending := session.pop()) is not None:
             if pending.outcome is not None:
                 continue
             pending.message_id = message_id = self.new_id()
             self.sending[message_id] = pending
+            handed.append(pending)
             self.ctx.out(
                 SendMsrp(session, handle, message_id, pending.body, pending.content_type, report)
             )
+        return handed
+
+    def recall(self, session: GwSession, handed: list[Pending]) -> None:
+        """The leg failed before those handed with `flush(binding=True)` were answered:
+        back to the head of the queue, so the set-up's failure answers them (their MSRP
+        outcomes, if any come, no longer match)."""
+        known = {id(pending) for pending, _ in session.early or ()}  # answered by `release`
+        for pending in reversed(handed):
+            if pending.outcome is None and pending.message_id and id(pending) not in known:
+                self.sending.pop(pending.message_id, None)
+                pending.message_id = ""
+                session.requeue(pending)
 
     # -- 3. the outcome ------------------------------------------------------------------
 
@@ -196,6 +215,21 @@ class PageToMsrp:
         pending = self.sending.pop(result.message_id, None)
         if pending is None:
             return  # not one of ours (or settled by its timer already)
+        if session.state is SessionState.CONNECTING:  # the binding SEND: the set-up goes on
+            if session.early is None:
+                session.early = []
+            session.early.append((pending, result))
+            return
+        self._answer(session, pending, result)
+
+    def release(self, session: GwSession) -> None:
+        """The set-up ended (either way): answer the outcomes `outcome` held back. A
+        message delivered is answered as such even if the set-up failed after it."""
+        early, session.early = session.early, None
+        for pending, result in early or ():
+            self._answer(session, pending, result)
+
+    def _answer(self, session: GwSession, pending: Pending, result: MsrpOutcome) -> None:
         ctx = self.ctx
         answer = msrp_outcome_answer(result, session.peer_types)
         if isinstance(result, MessageDelivered):

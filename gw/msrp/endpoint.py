@@ -441,11 +441,11 @@ class Session:
             return  # bound meanwhile by an inbound request, or closed
         empty = link.core.attach(self.core, link.loop.time())
         self._bind(link)
+        link.kick()  # the empty SEND, or the queued message that binds instead (§5.4)
         if empty is not None:
             if self._internal is None:
                 self._internal = set()
             self._internal.add(empty.message_id)
-            link.kick()
             outcome = await asyncio.wait_for(self._outcome(empty), timeout)
             if isinstance(outcome, MessageFailed):
                 raise MsrpSessionError(outcome.code, outcome.reason)

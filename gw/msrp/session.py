@@ -664,11 +664,15 @@ class MsrpSession:
 
     # -- lifecycle ---------------------------------------------------------------
     def bind(self, connection: object, *, send_empty: bool) -> OutgoingMessage | None:
-        """Attach to a connection; the side that opened it sends an empty SEND first."""
+        """Attach to a connection. The side that opened it must send a SEND at once
+        (RFC 4975 §5.4): a message queued already is that SEND (it may carry a body),
+        else an empty one goes first (returned)."""
         self.connection = connection
         if self.report_bound:
             self._emit(SessionBound())
-        return self.send_empty(first=True) if send_empty else None
+        if not send_empty or self._sending:
+            return None
+        return self.send_empty(first=True)
 
     def connection_lost(self, reason: str = "connection lost") -> None:
         """Our connection died: the session ends, pending messages fail with 408."""

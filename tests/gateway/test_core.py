@@ -9,6 +9,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gw.cluster.messages import Answer, Failed, PageMessage
 from gw.cluster.rpc import NodeUnreachable
@@ -355,6 +356,50 @@ def test_msrp_input_pauses_with_max_pending_messages_unanswered() -> None:
 
 
 # -- cluster: forwarding and takeover -----------------------------------------------------
+
+
+def test_the_queued_message_is_the_first_send_of_a_leg_we_connect() -> None:
+    """RFC 4975 §5.4 lets the active side's first SEND carry a body: the MESSAGE's text is
+    handed to the leg before it connects, instead of an empty SEND and its round trip."""
+    world = World()
+    world.invite_answer = answer_2xx
+    txn = world.message(b"first")
+    (send,) = world.sent_at_connect
+    assert send.body == b"first"
+    assert txn.status is None, "answered by its MSRP outcome, not by the set-up"
+    world.msrp_event(world.session(), MessageDelivered(send.message_id))
+    assert txn.status == 200
+
+
+def test_first_send_delivered_before_the_record_is_written_is_answered_after_it() -> None:
+    """The MESSAGE's 200 waits for the set-up to end (the record active), so a client that
+    got it finds the session recorded; delivered is delivered even if the store fails."""
+    for store_error in (None, RedisConnectionError("store down")):
+        world = World()
+        world.invite_answer = answer_2xx
+        world.park_after_connect = True
+        txn = world.message(b"first")
+        (send,) = world.sent_at_connect
+        world.msrp_event(world.session(), MessageDelivered(send.message_id))
+        assert txn.status is None, "the set-up has not ended"
+        world.resume_after_connect(store_error)
+        assert txn.status == 200, store_error
+        published = [name for name, _ in world.published]
+        if store_error is None:
+            assert world.store[KEY].state == "active" and ev.SESSION_STARTED in published
+        else:
+            assert ev.SETUP_FAILED in published and ev.SESSION_ENDED in published
+
+
+def test_a_leg_that_cannot_connect_answers_its_first_message_as_the_set_up_failure() -> None:
+    world = World()
+    world.invite_answer = answer_2xx
+    world.connect_error = OSError("connection refused")
+    txn = world.message(b"first")
+    assert world.sent_at_connect, "it had been handed to the leg"
+    assert txn.status == 480 and txn.answers[-1].reason == "MSRP Connection Failed"
+    assert [name for name, _ in world.published] == [ev.SETUP_FAILED, ev.SESSION_ENDED]
+    assert KEY not in world.store
 
 
 def test_live_owner_gets_the_message_forwarded_and_its_answer_is_ours() -> None:

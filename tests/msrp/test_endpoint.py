@@ -140,6 +140,50 @@ async def test_five_mib_message_arrives_intact_in_chunks(
     assert sa.core.chunk_size == 2048  # i.e. 2560 chunks went over the wire
 
 
+async def test_a_message_queued_before_connect_is_the_first_send(
+    pair: tuple[MsrpEndpoint, MsrpEndpoint],
+) -> None:
+    """§5.4: the active side's first SEND may carry a body. Queued before the connection,
+    the message binds the session at the passive side and arrives; no empty SEND precedes
+    it (the passive side would see it as a SEND without a message)."""
+    a, b = pair
+    la, lb = a.new_local_uri(), b.new_local_uri()
+    sb = b.create_session([la], local_uri=lb, role="passive")
+    sa = a.create_session([lb], local_uri=la, role="active")
+    pending = sa.send_nowait(b"hello first", "text/plain")
+    await asyncio.wait_for(asyncio.gather(sa.connect(5.0), sb.connect(5.0)), 10.0)
+    got = await received(sb)
+    assert got.body == b"hello first" and got.message_id == pending.message_id
+    outcome = await asyncio.wait_for(sa.outcome(pending), 5.0)
+    assert isinstance(outcome, MessageDelivered)
+
+
+async def test_the_first_frame_on_the_wire_is_the_queued_message() -> None:
+    frames: asyncio.Queue[Frame] = asyncio.Queue()
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = FrameParser()
+        while data := await reader.read(65536):
+            for event in parser.feed(data):
+                if isinstance(event, FrameReceived):
+                    await frames.put(event.frame)
+
+    srv = await asyncio.start_server(peer, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    ep = MsrpEndpoint()
+    await ep.start()
+    try:
+        s = ep.create_session([f"msrp://127.0.0.1:{port}/raw;tcp"], role="active")
+        s.send_nowait(b"hello first", "text/plain")
+        await s.connect(5.0)  # nothing to wait for: the message is the binding SEND
+        first = await asyncio.wait_for(frames.get(), 5.0)
+        assert first.method == "SEND" and first.body == b"hello first"
+        s.close()
+    finally:
+        await ep.close()
+        srv.close()
+
+
 async def test_passive_side_waits_and_connection_is_reused(
     pair: tuple[MsrpEndpoint, MsrpEndpoint],
 ) -> None:
@@ -231,15 +275,23 @@ async def test_lost_connection_fails_pending_messages() -> None:
     ep = MsrpEndpoint()
     await ep.start()
     try:
-        s = ep.create_session([f"msrp://127.0.0.1:{port}/silent;tcp"], role="active")
-        connecting = asyncio.ensure_future(s.connect(5.0))
+        # Nothing queued: connect() sends the empty SEND (§5.4) and waits for its answer.
+        bare = ep.create_session([f"msrp://127.0.0.1:{port}/bare;tcp"], role="active")
+        connecting = asyncio.ensure_future(bare.connect(5.0))
         writer = await asyncio.wait_for(accepted.get(), 5.0)
-        pending = s.send_nowait(b"never answered", "text/plain")
         await asyncio.sleep(0.05)
         writer.transport.abort()
         with pytest.raises(MsrpSessionError) as info:
             await connecting
         assert info.value.code == 408
+        # A message queued first is the first SEND: connect() has nothing to wait for, and
+        # the lost connection fails the message.
+        s = ep.create_session([f"msrp://127.0.0.1:{port}/silent;tcp"], role="active")
+        pending = s.send_nowait(b"never answered", "text/plain")
+        await asyncio.wait_for(s.connect(5.0), 5.0)
+        writer = await asyncio.wait_for(accepted.get(), 5.0)
+        await asyncio.sleep(0.05)
+        writer.transport.abort()
         outcome = await asyncio.wait_for(s.outcome(pending), 5.0)
         assert isinstance(outcome, MessageFailed) and outcome.code == 408
         events: list[SessionEvent] = []

@@ -614,11 +614,16 @@ def test_closed_session_refuses_sends() -> None:
     assert responses(s.pull(0.0)) == [481]
 
 
-def test_bind_as_opener_queues_empty_send_first() -> None:
+def test_bind_as_opener_sends_an_empty_send_only_with_nothing_queued() -> None:
     s = session()
-    queued = s.send_message(b"x", "text/plain", now=0.0)
     empty = s.bind(object(), send_empty=True)
     assert empty is not None and empty.empty
-    first, second = s.pull(0.0)
+    (first,) = s.pull(0.0)
     assert first.message_id == empty.message_id and first.body == b""
-    assert second.message_id == queued.message_id
+    # A message queued before the connection is the first SEND itself (§5.4: it may
+    # carry a body): no empty SEND, no extra round trip.
+    s = session()
+    queued = s.send_message(b"x", "text/plain", now=0.0)
+    assert s.bind(object(), send_empty=True) is None
+    (first,) = s.pull(0.0)
+    assert first.message_id == queued.message_id and first.body == b"x"

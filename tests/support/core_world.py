@@ -243,6 +243,15 @@ class World:
         self.invites: list[tuple[c.Procedure[Any], c.Invite]] = []
         # BYEs park until `answer_bye` when set (a peer gone silent: 64*T1 on the wire).
         self.byes_wait = False
+        # What the MSRP leg's connect raises (None: it connects); what was handed to the
+        # leg (SendMsrp) when it was asked to connect.
+        self.connect_error: Exception | None = None
+        self.sent_at_connect: list[c.SendMsrp] = []
+        # The store step after the connect parks until `resume_after_connect` when set (a
+        # slow store: the first SEND's outcome can come before the set-up ends).
+        self.park_after_connect = False
+        self._after_connect: c.Procedure[Any] | None = None
+        self._parked_update: c.StoreUpdate | None = None
         self.byes: list[tuple[c.Procedure[Any], c.Bye]] = []
         self.sleepers: list[tuple[float, c.Procedure[Any]]] = []  # Sleep > 0.1 s: until then
         self._waiting: dict[Pending, list[c.Procedure[Any]]] = {}
@@ -284,6 +293,14 @@ class World:
         due = [p for when, p in self.sleepers if when <= self.clock.now]
         self.sleepers = [(w, p) for w, p in self.sleepers if w > self.clock.now]
         self._ready.extend((p, None, None) for p in due)
+        self.run()
+
+    def resume_after_connect(self, error: Exception | None = None) -> None:
+        """The parked store step after the connect completes (or fails with `error`)."""
+        procedure, self._after_connect = self._after_connect, None
+        assert procedure is not None, "nothing parked"
+        value = None if error is not None else self._answer(procedure, self._parked_update)
+        self._ready.append((procedure, value, error))
         self.run()
 
     def answer_bye(self, index: int = 0) -> None:
@@ -397,6 +414,13 @@ class World:
                     return dataclasses.replace(store[record.key])
                 store[record.key] = dataclasses.replace(record)
                 return None
+            case c.StoreUpdate(key, fields, event, sid) if (
+                self.park_after_connect and self.sent_at_connect and self._after_connect is None
+            ):
+                self._after_connect = procedure
+                self.park_after_connect = False
+                self._parked_update = step
+                raise Parked
             case c.StoreUpdate(key, fields, event, sid):
                 if key not in store or (sid and store[key].sid != sid):
                     return False
@@ -447,7 +471,12 @@ class World:
             case c.Sleep(seconds) if seconds > 0.1:  # a timeout: runs on the fake clock
                 self.sleepers.append((self.clock.now + seconds, procedure))
                 raise Parked
-            case c.Cancel() | c.Connect() | c.Sleep():
+            case c.Connect():
+                self.sent_at_connect = self.of(c.SendMsrp)
+                if self.connect_error is not None:
+                    raise self.connect_error
+                return None
+            case c.Cancel() | c.Sleep():
                 return None
             case c.PublishNow(name, data):
                 self.published.append((name, data))
