@@ -11,10 +11,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gw.store.client import MAX_CONNECTIONS, POOL_TIMEOUT, WaitingConnectionPool, connect
+from gw.store.client import (
+    MAX_CONNECTIONS,
+    POOL_TIMEOUT,
+    WaitingConnectionPool,
+    connect,
+    lean_connection,
+)
 
 Client = Callable[..., Awaitable[tuple[Redis, WaitingConnectionPool]]]
 
@@ -70,3 +79,26 @@ async def test_no_connection_within_pool_timeout_is_a_connection_error(
         await c.ping()
     assert await hold is None
     assert await c.ping()  # served again once the connection is back
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text(),
+            st.binary(),
+            st.integers(min_value=-(2**63), max_value=2**63 - 1),
+            st.floats(allow_nan=False),
+        ),
+        max_size=40,
+    ),
+    st.sampled_from(["EVALSHA", "HSET", "CONFIG GET", b"GET"]),
+)
+def test_lean_packing_writes_exactly_what_redis_py_writes(args: list[Any], name: Any) -> None:
+    """The single-server pool's connections pack plain commands with one hiredis call; the
+    bytes on the wire are redis-py's own, whatever the arguments (floats and two-word
+    names take redis-py's path)."""
+    plain, lean = Connection(), lean_connection(Connection)()
+    assert WaitingConnectionPool().connection_class is type(lean)
+    ours = b"".join(bytes(part) for part in lean.pack_command(name, *args))
+    theirs = b"".join(bytes(part) for part in plain.pack_command(name, *args))
+    assert ours == theirs

@@ -39,13 +39,13 @@ async def test_single_server_urls() -> None:
 
     tls = connect("rediss://db.example", socket_timeout=9)
     assert isinstance(tls, Redis)
-    assert tls.connection_pool.connection_class is SSLConnection
+    assert issubclass(tls.connection_pool.connection_class, SSLConnection)
     assert pool_kwargs(tls)["socket_timeout"] == 9  # kwargs win over the defaults
     await tls.aclose()
 
     unix = connect("unix:///run/redis.sock?db=1")
     assert isinstance(unix, Redis)
-    assert unix.connection_pool.connection_class is UnixDomainSocketConnection
+    assert issubclass(unix.connection_pool.connection_class, UnixDomainSocketConnection)
     assert pool_kwargs(unix)["path"] == "/run/redis.sock" and pool_kwargs(unix)["db"] == 1
     await unix.aclose()
 
