@@ -16,7 +16,7 @@ import pytest
 from gw.sip.endpoint import SipEndpoint
 from tests.cluster.test_multinode import send_message, stop_all
 from tests.support.msrp_user import MsrpUser
-from tests.support.node import GatewayProcess
+from tests.support.node import start_test_node
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.interop
@@ -42,28 +42,11 @@ def old_release(where: Path) -> Path:
     return code
 
 
-def node(redis: RedisServer, user: MsrpUser, node_id: str, code: Path | None) -> GatewayProcess:
-    gateway = GatewayProcess(
-        env={
-            "MSRPGW_STORE__URL": redis.url,
-            "MSRPGW_NODE__ID": node_id,
-            "MSRPGW_SIP__T1": "0.1",
-            "MSRPGW_SIP__T2": "0.4",
-            "MSRPGW_GATEWAY__RURI_REWRITE": f"sip:{{user}}@127.0.0.1:{user.sip_port}",
-            "MSRPGW_GATEWAY__SETUP_TIMEOUT": "3",
-            "MSRPGW_GATEWAY__DELIVERY_TIMEOUT": "5",
-        },
-        code=code,
-    )
-    gateway.start()
-    return gateway
-
-
 async def test_old_and_new_nodes_share_sessions_both_ways(
     tmp_path: Path, redis_server: RedisServer, msrp_user: MsrpUser, page_ua: SipEndpoint
 ) -> None:
-    old = node(redis_server, msrp_user, "old", old_release(tmp_path))
-    new = node(redis_server, msrp_user, "new", None)
+    old = start_test_node(redis_server.url, "old", msrp_user.sip_port, old_release(tmp_path))
+    new = start_test_node(redis_server.url, "new", msrp_user.sip_port)
     try:
         # A session the new node owns; the old node forwards to it (an unversioned map).
         assert await send_message(page_ua, new, "n1", user="carol") == 200

@@ -97,11 +97,12 @@ class GatewayProcess:
 
 
 def start_test_node(
-    store_url: str, node_id: str, route_to: int | None, **env: str
+    store_url: str, node_id: str, route_to: int | None, code: Path | None = None, **env: str
 ) -> GatewayProcess:
     """A node as the end-to-end tests run it: short SIP timers (T1 0.1 s), 3 s set-up and
     5 s delivery timeouts, its INVITEs routed to 127.0.0.1:`route_to` (an MSRP user or
-    another gateway) when given. `env` overrides any of it."""
+    another gateway) when given; `code`: another release's source tree to run. `env`
+    overrides any of it."""
     base = {
         "MSRPGW_STORE__URL": store_url,
         "MSRPGW_NODE__ID": node_id,
@@ -112,7 +113,7 @@ def start_test_node(
     }
     if route_to is not None:
         base["MSRPGW_GATEWAY__RURI_REWRITE"] = f"sip:{{user}}@127.0.0.1:{route_to}"
-    node = GatewayProcess(env={**base, **env})
+    node = GatewayProcess(env={**base, **env}, code=code)
     node.start()
     return node
 
