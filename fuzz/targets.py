@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import Callable
 
+from gw.cpim import IMDN_NS, CpimError, parse_cpim
 from gw.mgmt.mi import MiRegistry
 from gw.msrp.digest import parse_challenge
 from gw.msrp.frame import FrameParser, parse_byte_range
@@ -89,6 +90,19 @@ def msrp_uri(data: bytes) -> None:
         parse_byte_range(text)
 
 
+def cpim(data: bytes) -> None:
+    """A message/cpim body: parsed or refused with CpimError; what parses writes back to
+    bytes that parse to the same message."""
+    try:
+        msg = parse_cpim(data)
+    except CpimError:
+        return
+    msg.get("Message-ID", IMDN_NS)
+    again = parse_cpim(msg.to_bytes())
+    if again != msg:
+        raise AssertionError(f"round trip changed the message: {msg!r} -> {again!r}")
+
+
 def digest(data: bytes) -> None:
     parse_challenge(data.decode("utf-8", "replace"))
 
@@ -120,5 +134,6 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "msrp_stream": msrp_stream,
     "msrp_uri": msrp_uri,
     "digest": digest,
+    "cpim": cpim,
     "mgmt_jsonrpc": mgmt_jsonrpc,
 }
