@@ -381,7 +381,9 @@ def _try(args: argparse.Namespace, cfg: Config) -> int:
             ready = _ready_info(cfg) or {}
             found = [s for s in ready.get("sip", []) if isinstance(s, str) and s.startswith("udp:")]
             if not found:
-                return _fail("sip.listen has port 0 and no node runs here: pass --gateway", 2)
+                return _fail(
+                    "sip.listen has port 0 and no node runs here: pass --gateway", EXIT_USAGE
+                )
             _, host, text = found[0].rsplit(":", 2)
             port = int(text)
         target = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -392,7 +394,9 @@ def _try(args: argparse.Namespace, cfg: Config) -> int:
         gateway = (_address(host.strip("[]")), int(port_text))
         users = _address(args.host)
     except OSError as exc:
-        return _fail(f"cannot resolve --gateway {target!r} or --host {args.host!r}: {exc}", 2)
+        return _fail(
+            f"cannot resolve --gateway {target!r} or --host {args.host!r}: {exc}", EXIT_USAGE
+        )
     return asyncio.run(run_rounds(gateway, args.timeout, args.hold, users, args.every))
 
 

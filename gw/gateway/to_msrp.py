@@ -201,10 +201,10 @@ class PageToMsrp:
         """The leg failed before those handed with `flush(binding=True)` were answered:
         back to the head of the queue, so the set-up's failure answers them (their MSRP
         outcomes, if any come, no longer match)."""
-        known = {id(pending) for pending, _ in session.early or ()}  # answered by `release`
         for pending in reversed(handed):
-            if pending.outcome is None and pending.message_id and id(pending) not in known:
-                self.sending.pop(pending.message_id, None)
+            # Still in `sending`: no outcome yet (one held for `release`, or a timeout, took
+            # it out already).
+            if self.sending.pop(pending.message_id, None) is pending:
                 pending.message_id = ""
                 session.requeue(pending)
 

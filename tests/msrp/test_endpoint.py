@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -74,6 +75,21 @@ async def received(s: Session, timeout: float = 10.0) -> MessageReceived:
         event = await asyncio.wait_for(s.next_event(), timeout)
         if isinstance(event, MessageReceived):
             return event
+
+
+@contextlib.asynccontextmanager
+async def raw_server(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[tuple[int, MsrpEndpoint]]:
+    """A hand-driven peer listening on a free port, and an endpoint to reach it."""
+    srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+    ep = MsrpEndpoint()
+    await ep.start()
+    try:
+        yield srv.sockets[0].getsockname()[1], ep
+    finally:
+        await ep.close()
+        srv.close()
 
 
 class RawPeer:
@@ -168,20 +184,13 @@ async def test_the_first_frame_on_the_wire_is_the_queued_message() -> None:
                 if isinstance(event, FrameReceived):
                     await frames.put(event.frame)
 
-    srv = await asyncio.start_server(peer, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    ep = MsrpEndpoint()
-    await ep.start()
-    try:
+    async with raw_server(peer) as (port, ep):
         s = ep.create_session([f"msrp://127.0.0.1:{port}/raw;tcp"], role="active")
         s.send_nowait(b"hello first", "text/plain")
         await s.connect(5.0)  # nothing to wait for: the message is the binding SEND
         first = await asyncio.wait_for(frames.get(), 5.0)
         assert first.method == "SEND" and first.body == b"hello first"
         s.close()
-    finally:
-        await ep.close()
-        srv.close()
 
 
 async def test_passive_side_waits_and_connection_is_reused(
@@ -270,11 +279,7 @@ async def test_lost_connection_fails_pending_messages() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await accepted.put(writer)  # reads nothing, answers nothing
 
-    srv = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    ep = MsrpEndpoint()
-    await ep.start()
-    try:
+    async with raw_server(silent) as (port, ep):
         # Nothing queued: connect() sends the empty SEND (§5.4) and waits for its answer.
         bare = ep.create_session([f"msrp://127.0.0.1:{port}/bare;tcp"], role="active")
         connecting = asyncio.ensure_future(bare.connect(5.0))
@@ -299,9 +304,6 @@ async def test_lost_connection_fails_pending_messages() -> None:
             events.append(await asyncio.wait_for(s.next_event(), 5.0))
         later = await s.send(b"after", "text/plain")
         assert isinstance(later, MessageFailed) and later.code == 481
-    finally:
-        await ep.close()
-        srv.close()
 
 
 # --- raw sockets against one endpoint ---------------------------------------------------
